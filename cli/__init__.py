@@ -1,0 +1,1 @@
+"""Command-line tools: ``zoo`` (generate, inspect, validate archives) and ``hyperrep``."""

@@ -1,0 +1,144 @@
+"""``zoo``: generate model zoos from specs, inspect, validate and export archives."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import progress_bar, user_errors
+
+app = typer.Typer(help="Generate, inspect and validate model zoos.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+@user_errors
+def generate(
+    spec: Path = typer.Argument(..., help="zoo spec (YAML)"),
+    out: Path = typer.Option(..., "--out", help="archive directory to write"),
+    data_root: Path | None = typer.Option(None, help="data folder (overrides dataset.root)"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    resume: bool = typer.Option(False, "--resume", help="require an existing partial archive"),
+    population_size: int | None = typer.Option(
+        None, min=1, help="models trained together (1 = one at a time); default: fits memory"),
+    shard_size: int | None = typer.Option(None, min=1, help="models per shard file (default 100)"),
+    fmt: str = typer.Option("hdf5", "--format", help="hdf5, or safetensors (hdf5 + export)"),
+    backend: str = typer.Option("local", help="local or ray"),
+    address: str | None = typer.Option(None, help="Ray cluster address (default: start locally)"),
+):
+    """Train every model of SPEC and store every epoch's state and metrics in OUT."""
+    from modelzoo.errors import ZooError
+    from modelzoo.export import export_safetensors
+    from modelzoo.generate import generate as run, resolve_device
+    from modelzoo.specs import load_spec
+
+    if fmt not in ("hdf5", "safetensors"):
+        raise ZooError(f"--format {fmt}: use hdf5 or safetensors")
+    if backend not in ("local", "ray"):
+        raise ZooError(f"--backend {backend}: use local or ray")
+    if resume and not (out / "manifest.json").exists():
+        raise ZooError(f"--resume: {out} holds no partial archive to resume")
+    zoo_spec = load_spec(spec)
+    device = resolve_device(device)
+    with progress_bar("models") as bar:
+        task = bar.add_task(f"{zoo_spec.name}", total=None)
+
+        def on_shard(done: int, total: int) -> None:
+            if bar.tasks[task].total is None:
+                bar.update(task, total=total, completed=done)
+                bar.reset(task, total=total, completed=done)
+            else:
+                bar.update(task, completed=done)
+
+        run(zoo_spec, out, data_root=data_root, device=device, population_size=population_size,
+            shard_size=shard_size, on_shard=on_shard, backend=backend, address=address)
+    if fmt == "safetensors":
+        files = export_safetensors(out)
+        print(f"exported {len(files)} safetensors files to {out / 'safetensors'}")
+    print(f"wrote {out}")
+
+
+def _summary(root: Path) -> dict:
+    from modelzoo import open_zoo
+
+    zoo = open_zoo(root)
+    table = zoo.metadata
+    per_epoch = []
+    for epoch, group in table.groupby("epoch"):
+        acc = group["test_acc"].to_numpy()
+        per_epoch.append({"epoch": int(epoch), "mean": float(acc.mean()), "std": float(acc.std()),
+                          "min": float(acc.min()), "median": float(np.median(acc)),
+                          "max": float(acc.max())})
+    factors = {f: {str(k): int(v) for k, v in
+                   table[table.epoch == zoo.epochs[0]][f].value_counts(sort=False).items()}
+               for f in zoo.factor_names}
+    return {"name": zoo.name, "complete": zoo.complete, "models": len(zoo),
+            "planned_models": len(zoo.manifest["models"]), "states": len(zoo.epochs),
+            "epochs": zoo.epochs, "params": zoo.n_params,
+            "architecture": zoo.manifest["architecture"], "dataset": zoo.spec.dataset.name,
+            "test_acc_per_epoch": per_epoch, "factors": factors}
+
+
+@app.command()
+@user_errors
+def info(root: Path = typer.Argument(..., help="archive directory"),
+         as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Models, states, accuracy distribution per epoch and factors of an archive."""
+    summary = _summary(root)
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return
+    console = Console()
+    state = "complete" if summary["complete"] else \
+        f"INCOMPLETE ({summary['models']}/{summary['planned_models']} models)"
+    console.print(f"[bold]{summary['name']}[/]: {summary['models']} models x {summary['states']} "
+                  f"states, {summary['params']:,} params ({summary['architecture']['name']} on "
+                  f"{summary['dataset']}), {state}")
+    table = Table(title="test accuracy per epoch")
+    for col in ("epoch", "mean", "std", "min", "median", "max"):
+        table.add_column(col, justify="right")
+    for row in summary["test_acc_per_epoch"]:
+        table.add_row(str(row["epoch"]), *(f"{row[k]:.3f}" for k in
+                                           ("mean", "std", "min", "median", "max")))
+    console.print(table)
+    for factor, counts in summary["factors"].items():
+        shown = ", ".join(f"{k} ({v})" for k, v in list(counts.items())[:12])
+        more = f", ... {len(counts)} values" if len(counts) > 12 else ""
+        console.print(f"factor [bold]{factor}[/]: {shown}{more}")
+
+
+@app.command()
+@user_errors
+def validate(root: Path = typer.Argument(..., help="archive directory")):
+    """Check checksums, shapes and NaNs; exit 1 naming the first broken item."""
+    from modelzoo.archive import read_manifest, validate_archive
+
+    problems = validate_archive(root)
+    if problems:
+        for problem in problems:
+            print(f"invalid: {problem}")
+        raise typer.Exit(1)
+    manifest = read_manifest(root)
+    print(f"ok: {root}: {len(manifest['shards'])} shards, {len(manifest['models'])} models x "
+          f"{len(manifest['epochs'])} states, checksums match")
+
+
+@app.command()
+@user_errors
+def export(root: Path = typer.Argument(..., help="archive directory")):
+    """Write one safetensors file per model (config in its metadata) under ROOT/safetensors."""
+    from modelzoo.export import export_safetensors
+
+    files = export_safetensors(root)
+    print(f"exported {len(files)} safetensors files to {root / 'safetensors'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

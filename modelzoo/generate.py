@@ -1,0 +1,85 @@
+"""``zoo generate``: spec -> model configs -> trained states -> archive, shard by shard."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from modelzoo.archive import ArchiveWriter
+from modelzoo.data import DataSplits, create_dataset
+from modelzoo.layout import Layout
+from modelzoo.specs import TrainingConfig, ZooSpec
+from modelzoo.training import ModelRun, build_model, train_model
+
+DEFAULT_SHARD_SIZE = 100
+
+
+def load_data(spec: ZooSpec, data_root: str | Path | None = None) -> DataSplits:
+    """The spec's data set; ``data_root`` overrides ``dataset.root``."""
+    options = spec.dataset.model_dump()
+    name, root = options.pop("name"), options.pop("root")
+    return create_dataset(name, root=data_root or root, **options)
+
+
+def spec_layout(spec: ZooSpec) -> Layout:
+    return Layout.of(build_model(spec.architecture.name, spec.architecture.kwargs(),
+                                 spec.configs()[0]))
+
+
+def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits,
+                  device: str = "cpu", population_size: int | None = None) -> list[ModelRun]:
+    """Train a list of configs: as vectorised populations, or one at a time if size is 1."""
+    from modelzoo.population import can_vectorise, train_population_groups
+
+    arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
+    if population_size == 1 or not can_vectorise(arch, kwargs, configs):
+        return [train_model(arch, kwargs, c, data, device) for c in configs]
+    return train_population_groups(arch, kwargs, configs, data, device, population_size)
+
+
+def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None,
+             device: str = "cpu", population_size: int | None = None,
+             shard_size: int | None = None,
+             on_shard: Callable[[int, int], None] | None = None,
+             backend: str = "local", address: str | None = None) -> Path:
+    """Generate (or finish) the zoo of ``spec`` into the archive directory ``out``.
+
+    ``on_shard(done_models, total_models)`` is called after each written shard. Completed shards
+    of an earlier, interrupted run are kept and skipped.
+    """
+    out = Path(out)
+    data = load_data(spec, data_root)
+    writer = ArchiveWriter.open(out, spec, spec_layout(spec), shard_size or DEFAULT_SHARD_SIZE)
+    configs = spec.configs()
+    total = writer.n_models
+    done = total - sum(stop - start for start, stop in writer.pending())
+    if on_shard:
+        on_shard(done, total)
+    if backend == "ray":
+        from modelzoo.backends import run_ray
+
+        shards = run_ray(spec, writer, data_root, device, population_size, address)
+    else:
+        shards = ((start, stop, train_configs(spec, configs[start:stop], data, device,
+                                              population_size))
+                  for start, stop in writer.pending())
+    for start, stop, runs in shards:
+        writer.write_shard(start, stop, runs)
+        done += stop - start
+        if on_shard:
+            on_shard(done, total)
+    writer.finalize()
+    return out
+
+
+def resolve_device(device: str) -> str:
+    """Validate a --device value ('cpu', 'cuda', 'cuda:N', 'auto')."""
+    from modelzoo.errors import ZooError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ZooError(f"--device {device}: no CUDA device is available on this machine")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ZooError(f"--device {device}: use cpu, cuda, cuda:N or auto")
+    return device

@@ -1,0 +1,214 @@
+"""Zoo specs: a YAML file describing one zoo, validated with pydantic, expanded into model configs.
+
+A spec names an architecture, a data set, the base training settings, and ``factors``: lists whose
+cross product gives the models. Any ``TrainingConfig`` field can be a factor; ``{range: [a, b]}``
+means ``a..b-1`` and ``{random: N}`` draws N seeds (as in the Hyp-rand zoos) from a fixed generator.
+"""
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelzoo.architectures import ACTIVATIONS, INIT_METHODS, MODELS
+from modelzoo.data import DATASETS
+from modelzoo.errors import ZooError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArchitectureSpec(BaseModel):
+    """``name`` of a registered architecture plus its constructor arguments (in_channels, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown architecture {value!r}; choose from {sorted(MODELS)}")
+        return value
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DatasetSpec(Strict):
+    """A registered data set and its preprocessing (None = the data set's published default)."""
+
+    name: str
+    root: str | None = None
+    grayscale: bool | None = None
+    center_crop: int | None = Field(default=None, gt=0)
+    resize: int | None = Field(default=None, gt=0)
+    val_size: float | int | None = None
+    split_seed: int = 42
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose from {sorted(DATASETS)}")
+        return value
+
+
+class TrainingConfig(Strict):
+    """Everything that defines how one model is trained; each field can be a factor."""
+
+    seed: int = 0
+    epochs: int = Field(default=50, ge=0)
+    batch_size: int = Field(default=10, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=3e-4, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    activation: str = "tanh"
+    init: str = "uniform"
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    bias_init: float = 0.01
+    train_fraction: float = Field(default=1.0, gt=0, le=1)
+    schedule: Literal["constant", "onecycle"] = "constant"
+    augment: list[Literal["crop", "flip"]] = []
+    save_epochs: list[int] | None = None
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, value: str) -> str:
+        if value not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {value!r}; choose from {sorted(ACTIVATIONS)}")
+        return value
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, value: str) -> str:
+        if value not in INIT_METHODS:
+            raise ValueError(f"unknown init {value!r}; choose from {sorted(INIT_METHODS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _epochs(self):
+        if self.save_epochs is not None:
+            bad = [e for e in self.save_epochs if not 0 <= e <= self.epochs]
+            if bad:
+                raise ValueError(f"save_epochs {bad} outside 0..{self.epochs}")
+        return self
+
+    def stored_epochs(self) -> list[int]:
+        """The epochs whose states are stored: ``save_epochs`` or 0..epochs."""
+        if self.save_epochs is None:
+            return list(range(self.epochs + 1))
+        return sorted(set(self.save_epochs))
+
+
+class RangeFactor(Strict):
+    range: tuple[int, int]
+
+
+class RandomFactor(Strict):
+    random: int = Field(gt=0)
+    seed: int = 0
+
+
+FactorValues = list[Any] | RangeFactor | RandomFactor
+
+
+class ZooSpec(Strict):
+    """One zoo: architecture x dataset x base training config x factors (cross product)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    architecture: ArchitectureSpec
+    dataset: DatasetSpec
+    training: TrainingConfig = TrainingConfig()
+    factors: dict[str, FactorValues] = {}
+
+    @field_validator("factors")
+    @classmethod
+    def _factor_names(cls, factors: dict) -> dict:
+        for key, values in factors.items():
+            if key not in TrainingConfig.model_fields:
+                raise ValueError(f"unknown factor {key!r}; factors are training fields: "
+                                 f"{sorted(TrainingConfig.model_fields)}")
+            if key in ("epochs", "save_epochs"):
+                raise ValueError(f"factor {key!r} cannot vary: every model stores the same epochs")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"factor {key!r} has no values")
+        return factors
+
+    @model_validator(mode="after")
+    def _configs_valid(self):
+        self.factor_values()  # raises on a bad factor value
+        return self
+
+    def factor_values(self) -> dict[str, list]:
+        """Each factor's list of values, in spec order."""
+        out: dict[str, list] = {}
+        for key, values in self.factors.items():
+            if isinstance(values, RangeFactor):
+                values = list(range(*values.range))
+            elif isinstance(values, RandomFactor):
+                rng = np.random.default_rng(values.seed)
+                values = [int(s) for s in rng.choice(2**31 - 1, size=values.random, replace=False)]
+            for value in values:
+                try:
+                    TrainingConfig.model_validate({**self.training.model_dump(), key: value})
+                except ValidationError as exc:
+                    raise ValueError(f"factor {key!r} value {value!r}: "
+                                     f"{exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+            out[key] = list(values)
+        return out
+
+    def configs(self) -> list[TrainingConfig]:
+        """One training config per model: the cross product of the factors, first factor slowest."""
+        values = self.factor_values()
+        base = self.training.model_dump()
+        return [TrainingConfig.model_validate({**base, **dict(zip(values, combo))})
+                for combo in itertools.product(*values.values())]
+
+    def fingerprint(self) -> str:
+        """sha256 of the spec's canonical JSON (without the data root): identifies the zoo."""
+        data = self.model_dump(mode="json")
+        data["dataset"].pop("root", None)
+        # key order matters: the order of the factors defines the order of the models
+        return hashlib.sha256(json.dumps(data).encode()).hexdigest()
+
+
+def _error_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "list[",
+                                                                           "RangeFactor",
+                                                                           "RandomFactor")))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{source}: {where}: {msg}" if where else f"{source}: {msg}"
+
+
+def parse_spec(data: Any, source: str = "spec") -> ZooSpec:
+    """Validate a spec dict; any problem is one ``ZooError`` line naming the key."""
+    if not isinstance(data, dict):
+        raise ZooError(f"{source}: a zoo spec must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return ZooSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ZooError(_error_line(exc, source)) from None
+
+
+def load_spec(path: str | Path) -> ZooSpec:
+    """Read and validate a YAML spec file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ZooError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_spec(data, str(path))

@@ -1,0 +1,153 @@
+"""Training one model per config: the reference path (population size 1).
+
+Shared with the population trainer (``modelzoo.population``) so both draw identical randomness:
+- initial weights: ``build_model`` seeds torch with the config's seed, then builds the architecture;
+- training subset: the first ``round(train_fraction * n)`` items of a permutation keyed by the seed;
+- data order: a fresh keyed permutation of that subset every epoch; incomplete last batches dropped;
+- dropout masks: keyed by (seed, global step, layer) through ``step_keys``.
+Per stored epoch (0 = untrained) it records the flat state and train/val/test loss (mean NLL) and
+accuracy (fraction), evaluated in eval mode on the whole split.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from modelzoo.architectures import ZooModel, create_model
+from modelzoo.data import DataSplits, Split
+from modelzoo.layout import Layout
+from modelzoo.randomness import derive_key, keyed_uniform, permutation, seed_key
+from modelzoo.specs import TrainingConfig
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+EVAL_BATCH = 2048
+
+
+@dataclass
+class ModelRun:
+    """One trained model: flat states float32 [stored epochs, params] and metrics [stored epochs]."""
+
+    states: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+
+def model_kwargs(arch_kwargs: dict, config: TrainingConfig) -> dict:
+    """Constructor arguments of one model: the spec's architecture kwargs plus its config's."""
+    return {**arch_kwargs, "activation": config.activation, "init": config.init,
+            "dropout": config.dropout, "bias_init": config.bias_init}
+
+
+def build_model(arch: str, arch_kwargs: dict, config: TrainingConfig) -> ZooModel:
+    """The untrained model of a config: initialised under ``torch.manual_seed(config.seed)``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return create_model(arch, **model_kwargs(arch_kwargs, config))
+
+
+def train_subset(config: TrainingConfig, n_train: int) -> torch.Tensor:
+    """Indices (int64 [k]) of the training items this model sees, k = round(fraction * n)."""
+    k = max(config.batch_size, int(round(config.train_fraction * n_train)))
+    return permutation(config.seed, 0, n_train)[:min(k, n_train)]
+
+
+def epoch_batches(config: TrainingConfig, subset: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Batches of one epoch (1-based): int64 [steps, batch_size] indices into the training split."""
+    order = subset[permutation(config.seed, epoch, len(subset))]
+    steps = len(order) // config.batch_size
+    return order[:steps * config.batch_size].view(steps, config.batch_size)
+
+
+def step_keys(seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """Dropout / augmentation keys of one global step for models with these seeds (int64 [P])."""
+    roots = torch.tensor([seed_key(int(s)) for s in seeds.tolist()], dtype=torch.int64,
+                         device=seeds.device)
+    return derive_key(roots, step)
+
+
+def augment_batch(x: torch.Tensor, key: torch.Tensor, augment: list[str]) -> torch.Tensor:
+    """Keyed random crop (pad 4) and horizontal flip of images [B, C, H, W]."""
+    b, _, h, w = x.shape
+    if "crop" in augment:
+        padded = F.pad(x, (4, 4, 4, 4))
+        offsets = (keyed_uniform(derive_key(key, 101), (2, b)) * 9).long().clamp_max(8)
+        rows = (offsets[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (offsets[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]
+    if "flip" in augment:
+        flip = keyed_uniform(derive_key(key, 102), (b,)) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split) -> tuple[float, float]:
+    """(mean NLL loss, accuracy) of ``model`` in eval mode over a whole split."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for xb, yb in zip(split.x.split(EVAL_BATCH), split.y.split(EVAL_BATCH)):
+        out = model(xb)
+        loss += F.nll_loss(out, yb, reduction="sum").item()
+        correct += (out.argmax(-1) == yb).sum().item()
+    model.train(was_training)
+    n = max(len(split), 1)
+    return loss / n, correct / n
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: DataSplits,
+                device: str | torch.device = "cpu") -> ModelRun:
+    """Train one model and return its stored states and metrics."""
+    device = torch.device(device)
+    model = build_model(arch, arch_kwargs, config).to(device)
+    layout = Layout.of(model)
+    splits = {name: Split(s.x.to(device), s.y.to(device))
+              for name, s in (("train", data.train), ("val", data.val), ("test", data.test))}
+    optimizer = make_optimizer(model, config)
+    subset = train_subset(config, len(data.train)).to(device)
+    steps = len(subset) // config.batch_size
+    scheduler = None
+    if config.schedule == "onecycle" and config.epochs > 0:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                        total_steps=config.epochs * steps)
+    stored = config.stored_epochs()
+    states, metrics = [], {m: [] for m in METRICS}
+
+    def record():
+        states.append(layout.flatten(model.state_dict()))
+        for name, split in splits.items():
+            loss, acc = evaluate(model, split)
+            metrics[f"{name}_loss"].append(loss)
+            metrics[f"{name}_acc"].append(acc)
+
+    seed = torch.tensor([config.seed])
+    if 0 in stored:
+        record()
+    x_train, y_train = splits["train"].x, splits["train"].y
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        for i, idx in enumerate(epoch_batches(config, subset, epoch)):
+            key = step_keys(seed, (epoch - 1) * steps + i)[0].to(device)
+            xb = x_train[idx]
+            if config.augment:
+                xb = augment_batch(xb, key, config.augment)
+            loss = F.nll_loss(model(xb, dropout_key=key), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        if epoch in stored:
+            record()
+    return ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32)
+                                       for m, v in metrics.items()})

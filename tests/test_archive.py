@@ -1,0 +1,135 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from modelzoo import open_zoo
+from modelzoo.archive import validate_archive
+from modelzoo.data import create_dataset
+from modelzoo.errors import ZooError
+from modelzoo.export import export_safetensors, load_safetensors_state
+from modelzoo.generate import generate
+from modelzoo.specs import parse_spec
+from modelzoo.training import evaluate
+from tests.conftest import ROOT, run_cli, tetris_spec
+
+
+def shard_bytes(root):
+    return {p.name: p.read_bytes() for p in sorted((root / "shards").glob("*.h5"))}
+
+
+def test_open_zoo_api(tetris_zoo):
+    zoo = open_zoo(tetris_zoo)
+    assert len(zoo) == 8 and zoo.complete and zoo.epochs == [0, 1, 2]
+    weights = zoo.weights()
+    assert weights.shape == (8, 3, 100) and weights.dtype == np.float32
+    assert np.array_equal(zoo.weights(epochs=[2])[:, 0], weights[:, 2])
+    assert np.array_equal(zoo.flat(5, 1), weights[5, 1])
+    table = zoo.metadata
+    assert len(table) == 24 and {"model", "epoch", "seed", "activation", "test_acc",
+                                 "gap"} <= set(table.columns)
+    assert zoo.spec.name == "test-tetris"
+    splits = zoo.split_models()
+    assert sorted(np.concatenate(list(splits.values())).tolist()) == list(range(8))
+    ds = zoo.dataset("train", epochs=[1, 2], properties=("test_acc", "epoch"))
+    w, p = ds[1]
+    assert w.shape == (100,) and p[1] == 2 and len(ds) == 2 * len(splits["train"])
+    with pytest.raises(ZooError, match="epoch 7 is not stored"):
+        zoo.flat(0, 7)
+
+
+def test_same_spec_gives_bit_identical_archives(tetris_zoo, tmp_path):
+    generate(parse_spec(tetris_spec()), tmp_path / "again", shard_size=3, population_size=1)
+    assert shard_bytes(tmp_path / "again") == shard_bytes(tetris_zoo)
+
+
+def test_loaded_model_reproduces_stored_test_accuracy(tetris_zoo):
+    zoo = open_zoo(tetris_zoo)
+    data = create_dataset("tetris")
+    table = zoo.metadata.set_index(["model", "epoch"])
+    for model in (0, 5):
+        _, acc = evaluate(zoo.model(model, 2), data.test)
+        assert acc == pytest.approx(table.loc[(model, 2), "test_acc"], abs=1e-6)
+
+
+def test_killed_generation_resumes_to_the_same_archive(tetris_zoo, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tetris_spec(), sort_keys=False))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cli.zoo", "generate", str(spec), "--out", str(out),
+           "--shard-size", "3", "--population-size", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "shards" / "shard-00000.h5").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and len(manifest["shards"]) < 3
+    assert validate_archive(out) == []  # what is there is sound
+    result = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert shard_bytes(out) == shard_bytes(tetris_zoo)
+    assert not (out / ".partial").exists()
+    done = json.loads((out / "manifest.json").read_text())
+    assert done["complete"] and done["shards"] == json.loads(
+        (tetris_zoo / "manifest.json").read_text())["shards"]
+
+
+def test_rerun_of_a_different_spec_is_refused(tetris_zoo):
+    with pytest.raises(ZooError, match="different zoo"):
+        generate(parse_spec(tetris_spec(name="other")), tetris_zoo)
+
+
+def test_corrupted_byte_is_caught(tetris_zoo, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tetris_zoo, copy)
+    shard = copy / "shards" / "shard-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = run_cli("cli.zoo", "validate", str(copy))
+    assert result.returncode == 1
+    assert "shards/shard-00001.h5: sha256 mismatch" in result.stdout
+    assert run_cli("cli.zoo", "validate", str(tetris_zoo)).returncode == 0
+
+
+def test_info_json_and_text(tetris_zoo):
+    result = run_cli("cli.zoo", "info", str(tetris_zoo), "--json")
+    info = json.loads(result.stdout)
+    assert info["models"] == 8 and info["states"] == 3 and info["params"] == 100
+    assert info["factors"]["activation"] == {"tanh": 4, "relu": 4}
+    assert [row["epoch"] for row in info["test_acc_per_epoch"]] == [0, 1, 2]
+    text = run_cli("cli.zoo", "info", str(tetris_zoo)).stdout
+    assert "test accuracy per epoch" in text and "8 models x 3 states" in text
+    missing = run_cli("cli.zoo", "info", str(tetris_zoo / "nope"))
+    assert missing.returncode == 2 and "manifest.json is missing" in missing.stderr
+
+
+def test_safetensors_export_round_trip(tetris_zoo, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tetris_zoo, copy)
+    files = export_safetensors(copy)
+    assert len(files) == 8
+    zoo = open_zoo(copy)
+    state = load_safetensors_state(files[3], epoch=2)
+    for name, tensor in zoo.state_dict(3, 2).items():
+        assert torch.equal(state[name], tensor)
+    from safetensors import safe_open
+
+    with safe_open(str(files[3]), framework="pt") as f:
+        assert json.loads(f.metadata()["config"])["seed"] == zoo.config(3).seed
+    assert validate_archive(copy) == []
+    files[0].write_bytes(files[0].read_bytes()[:-1] + b"\x00")
+    assert any("model-00000.safetensors: sha256 mismatch" in p for p in validate_archive(copy))
