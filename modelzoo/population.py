@@ -1,9 +1,235 @@
-"""Vectorised population training (filled in by issue 3); for now, decide nothing is vectorised."""
+"""Vectorised population training: many models of one architecture trained as one computation.
+
+Parameters of P models are stacked along a leading dimension and trained with
+``torch.func.vmap(grad(...))`` over ``functional_call``. Each model keeps everything that makes it
+itself: its seed (initial weights, training subset, data order and dropout masks, all keyed by the
+seed as in ``modelzoo.training``), init method, learning rate, momentum, weight decay, dropout rate
+and train fraction. The optimiser updates replay ``torch.optim.Adam`` / ``SGD`` (single-tensor path)
+operation by operation with per-model hyperparameters, so a model trained in a population equals the
+same config trained alone up to float rounding of the batched kernels.
+
+Models are grouped by what one computation must share: activation, optimizer type, batch size and
+epochs. Architectures with BatchNorm buffers, OneCycle schedules or augmentation train one at a time.
+"""
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, vmap
+
+from modelzoo.architectures import create_model
+from modelzoo.data import DataSplits, Split
+from modelzoo.layout import Layout
+from modelzoo.specs import TrainingConfig
+from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, model_kwargs,
+                               seed_roots, step_keys, train_subset)
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+CPU_MEMORY_BUDGET = 2 << 30  # bytes of activations a population may use per step on the CPU
+MAX_POPULATION = 4096
 
 
-def can_vectorise(arch, kwargs, configs) -> bool:
-    return False
+def group_key(config: TrainingConfig) -> tuple:
+    """What models must share to train in one computation."""
+    return (config.activation, config.optimizer, config.batch_size, config.epochs,
+            tuple(config.stored_epochs()))
 
 
-def train_population_groups(*args, **kwargs):
-    raise NotImplementedError
+def can_vectorise(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]) -> bool:
+    """True when these configs can train as populations (no BatchNorm, schedule, augmentation)."""
+    if any(c.schedule != "constant" or c.augment for c in configs):
+        return False
+    probe = create_model(arch, **model_kwargs(arch_kwargs, configs[0]))
+    return not any(True for _ in probe.buffers())
+
+
+def activation_bytes(arch: str, arch_kwargs: dict, config: TrainingConfig,
+                     input_shape: tuple[int, ...]) -> int:
+    """Bytes of every module output for one sample (a proxy for training memory per sample)."""
+    model = create_model(arch, **model_kwargs(arch_kwargs, config))
+    total = [0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    for h in hooks:
+        h.remove()
+    return 4 * max(total[0], 1)
+
+
+def auto_population_size(arch: str, arch_kwargs: dict, config: TrainingConfig,
+                         input_shape: tuple[int, ...], device: torch.device) -> int:
+    """How many models fit: activations x batch x autograd overhead within the memory budget."""
+    per_model = activation_bytes(arch, arch_kwargs, config, input_shape) * config.batch_size * 4
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 2
+    else:
+        budget = CPU_MEMORY_BUDGET
+    return int(max(1, min(MAX_POPULATION, budget // per_model)))
+
+
+def train_population_groups(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
+                            data: DataSplits, device: str = "cpu",
+                            population_size: int | None = None) -> list[ModelRun]:
+    """Train ``configs`` in populations of at most ``population_size``; runs in config order."""
+    device = torch.device(device)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, config in enumerate(configs):
+        groups[group_key(config)].append(i)
+    runs: list[ModelRun | None] = [None] * len(configs)
+    for members in groups.values():
+        size = population_size or auto_population_size(arch, arch_kwargs, configs[members[0]],
+                                                       data.input_shape, device)
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            for i, run in zip(chunk, train_population(arch, arch_kwargs,
+                                                      [configs[i] for i in chunk], data, device)):
+                runs[i] = run
+    return runs
+
+
+def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-model scalars [P] viewed to broadcast against a stacked tensor [P, ...]."""
+    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+class PopulationOptimizer:
+    """Adam or SGD(momentum) over stacked parameters with per-model lr, momentum and weight decay.
+
+    Replays ``torch.optim``'s single-tensor update order so results match to float rounding.
+    ``active`` [P] bool masks models that take no step (their state is left untouched).
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], configs: list[TrainingConfig]):
+        device = next(iter(params.values())).device
+        self.kind = configs[0].optimizer
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
+        self.lr = as_tensor([c.lr for c in configs])
+        self.wd = as_tensor([c.weight_decay for c in configs])
+        self.momentum = as_tensor([c.momentum for c in configs])
+        self.steps = torch.zeros(len(configs), dtype=torch.float64, device=device)
+        self.state = {n: {"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for n, p in
+                      params.items()}
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+             active: torch.Tensor) -> None:
+        self.steps += active.double()
+        steps = self.steps.clamp_min(1)
+        beta1, beta2 = ADAM_BETAS
+        # Adam's bias corrections in float64, as torch.optim computes them in Python floats
+        step_size = -self.lr / (1 - beta1 ** steps)
+        bias2_sqrt = (1 - beta2 ** steps) ** 0.5
+        first = self.steps <= 1
+        for name, p in params.items():
+            g, state = grads[name], self.state[name]
+            g = g + _per_model(self.wd, p) * p
+            m, v = state["m"], state["v"]
+            if self.kind == "adam":
+                m = torch.lerp(m, g, 1 - beta1)
+                v = (v * beta2).addcmul_(g, g, value=1 - beta2)
+                denom = (v.sqrt() / _per_model(bias2_sqrt, p)) + ADAM_EPS
+                new_p = p + (_per_model(step_size, p) * m) / denom
+            else:  # SGD: the momentum buffer starts as the first gradient
+                m = torch.where(_per_model(first, p).bool(), g, m * _per_model(self.momentum, p) + g)
+                new_p = p + _per_model(-self.lr, p) * m
+            mask = active.view(-1, *([1] * (p.dim() - 1)))
+            p.copy_(torch.where(mask, new_p, p))
+            state["m"] = torch.where(mask, m, state["m"])
+            state["v"] = torch.where(mask, v, state["v"])
+
+
+def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
+                     data: DataSplits, device: torch.device | str = "cpu") -> list[ModelRun]:
+    """Train models that share ``group_key`` as one vectorised population."""
+    device = torch.device(device)
+    keys = {group_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ValueError(f"a population must share activation/optimizer/batch/epochs: {keys}")
+    first = configs[0]
+    models = [build_model(arch, arch_kwargs, c) for c in configs]
+    template = models[0].to(device)
+    layout = Layout.of(template)
+    names = [e.name for e in layout.entries]
+    params = {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
+    optimizer = PopulationOptimizer(params, configs)
+    splits = {name: Split(s.x.to(device), s.y.to(device))
+              for name, s in (("train", data.train), ("val", data.val), ("test", data.test))}
+    n_models = len(configs)
+    dropout_p = torch.tensor([c.dropout for c in configs], dtype=torch.float32, device=device)
+    roots = seed_roots([c.seed for c in configs], device)
+    subsets = [train_subset(c, len(data.train)) for c in configs]
+    steps_per_epoch = torch.tensor([len(s) // c.batch_size for s, c in zip(subsets, configs)])
+    stored = first.stored_epochs()
+    states = []
+    metrics = {m: [] for m in METRICS}
+
+    def loss_of(p, x, y, key, rate):
+        out = functional_call(template, p, (x,), {"dropout_key": key, "dropout_p": rate})
+        return F.nll_loss(out, y)
+
+    train_step = vmap(grad_and_value(loss_of))
+
+    def record():
+        template.eval()
+        states.append(torch.cat([params[n].reshape(n_models, -1) for n in names], 1).cpu().numpy())
+        for name, split in splits.items():
+            loss, acc = evaluate_population(template, params, split)
+            metrics[f"{name}_loss"].append(loss)
+            metrics[f"{name}_acc"].append(acc)
+        template.train()
+
+    if 0 in stored:
+        record()
+    x_train, y_train = splits["train"].x, splits["train"].y
+    max_steps = int(steps_per_epoch.max())
+    for epoch in range(1, first.epochs + 1):
+        batches = torch.zeros(n_models, max_steps, first.batch_size, dtype=torch.int64)
+        for i, (config, subset) in enumerate(zip(configs, subsets)):
+            own = epoch_batches(config, subset, epoch)
+            batches[i, :len(own)] = own
+        batches = batches.to(device)
+        for step in range(max_steps):
+            active = (step < steps_per_epoch).to(device)
+            idx = batches[:, step]
+            keys = step_keys(roots, ((epoch - 1) * steps_per_epoch + step).to(device))
+            grads, _ = train_step(params, x_train[idx], y_train[idx], keys, dropout_p)
+            optimizer.step(params, grads, active)
+        if epoch in stored:
+            record()
+    stacked = np.stack(states, axis=1)  # [P, S, n_params]
+    return [ModelRun(stacked[i], {m: np.array([v[i] for v in metrics[m]], dtype=np.float32)
+                                  for m in METRICS}) for i in range(n_models)]
+
+
+@torch.no_grad()
+def evaluate_population(template: torch.nn.Module, params: dict[str, torch.Tensor], split: Split,
+                        max_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Per-model (mean NLL [P], accuracy [P]) on a whole split, the inputs shared by all models."""
+    n_models = next(iter(params.values())).shape[0]
+    per_sample = max(1, activation_elements(template, split.x[:1]))
+    batch = int(max(1, min(len(split), max_elements // (n_models * per_sample))))
+    forward = vmap(lambda p, x: functional_call(template, p, (x,)), in_dims=(0, None))
+    loss = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
+    correct = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
+    for xb, yb in zip(split.x.split(batch), split.y.split(batch)):
+        out = forward(params, xb)  # [P, b, classes]
+        loss += F.nll_loss(out.flatten(0, 1), yb.repeat(n_models), reduction="none") \
+            .view(n_models, -1).double().sum(1)
+        correct += (out.argmax(-1) == yb).double().sum(1)
+    n = max(len(split), 1)
+    return (loss / n).cpu().numpy(), (correct / n).cpu().numpy()
+
+
+def activation_elements(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Total elements of all leaf-module outputs for input ``x``."""
+    total = [0]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel()))
+             for m in model.modules() if not list(m.children())]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return total[0]

@@ -18,8 +18,8 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def derive_key(key: torch.Tensor, counter: int) -> torch.Tensor:
-    """A new key from ``key`` (int64 tensor, any shape) and an integer counter."""
+def derive_key(key: torch.Tensor, counter: "int | torch.Tensor") -> torch.Tensor:
+    """A new key from ``key`` (int64 tensor, any shape) and an integer counter (or int64 tensor)."""
     return mix32((mix32(key & _MASK32) + (counter * 0x9E3779B1 & _MASK32)) & _MASK32)
 
 

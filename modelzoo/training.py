@@ -59,11 +59,14 @@ def epoch_batches(config: TrainingConfig, subset: torch.Tensor, epoch: int) -> t
     return order[:steps * config.batch_size].view(steps, config.batch_size)
 
 
-def step_keys(seeds: torch.Tensor, step: int) -> torch.Tensor:
-    """Dropout / augmentation keys of one global step for models with these seeds (int64 [P])."""
-    roots = torch.tensor([seed_key(int(s)) for s in seeds.tolist()], dtype=torch.int64,
-                         device=seeds.device)
-    return derive_key(roots, step)
+def seed_roots(seeds: list[int], device: str | torch.device = "cpu") -> torch.Tensor:
+    """Root keys of models with these seeds: int64 [P]."""
+    return torch.tensor([seed_key(int(s)) for s in seeds], dtype=torch.int64, device=device)
+
+
+def step_keys(roots: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
+    """Dropout / augmentation keys of each model's global step (int64 [P])."""
+    return derive_key(roots, steps)
 
 
 def augment_batch(x: torch.Tensor, key: torch.Tensor, augment: list[str]) -> torch.Tensor:
@@ -130,14 +133,14 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
             metrics[f"{name}_loss"].append(loss)
             metrics[f"{name}_acc"].append(acc)
 
-    seed = torch.tensor([config.seed])
+    root = seed_roots([config.seed], device)
     if 0 in stored:
         record()
     x_train, y_train = splits["train"].x, splits["train"].y
     model.train()
     for epoch in range(1, config.epochs + 1):
         for i, idx in enumerate(epoch_batches(config, subset, epoch)):
-            key = step_keys(seed, (epoch - 1) * steps + i)[0].to(device)
+            key = step_keys(root, (epoch - 1) * steps + i)[0]
             xb = x_train[idx]
             if config.augment:
                 xb = augment_batch(xb, key, config.augment)
