@@ -28,6 +28,7 @@ def generate(
     fmt: str = typer.Option("hdf5", "--format", help="hdf5, or safetensors (hdf5 + export)"),
     backend: str = typer.Option("local", help="local or ray"),
     address: str | None = typer.Option(None, help="Ray cluster address (default: start locally)"),
+    workers: int | None = typer.Option(None, min=1, help="CPUs of a locally started Ray instance"),
 ):
     """Train every model of SPEC and store every epoch's state and metrics in OUT."""
     from modelzoo.errors import ZooError
@@ -54,7 +55,8 @@ def generate(
                 bar.update(task, completed=done)
 
         run(zoo_spec, out, data_root=data_root, device=device, population_size=population_size,
-            shard_size=shard_size, on_shard=on_shard, backend=backend, address=address)
+            shard_size=shard_size, on_shard=on_shard, backend=backend, address=address,
+            ray_cpus=workers)
     if fmt == "safetensors":
         files = export_safetensors(out)
         print(f"exported {len(files)} safetensors files to {out / 'safetensors'}")

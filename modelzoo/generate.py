@@ -41,11 +41,13 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
              device: str = "cpu", population_size: int | None = None,
              shard_size: int | None = None,
              on_shard: Callable[[int, int], None] | None = None,
-             backend: str = "local", address: str | None = None) -> Path:
+             backend: str = "local", address: str | None = None,
+             ray_cpus: int | None = None) -> Path:
     """Generate (or finish) the zoo of ``spec`` into the archive directory ``out``.
 
     ``on_shard(done_models, total_models)`` is called after each written shard. Completed shards
-    of an earlier, interrupted run are kept and skipped.
+    of an earlier, interrupted run are kept and skipped. ``backend="ray"`` runs shards as Ray tasks
+    (``address`` joins a cluster; ``ray_cpus`` caps a locally started instance).
     """
     out = Path(out)
     data = load_data(spec, data_root)
@@ -58,7 +60,7 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
     if backend == "ray":
         from modelzoo.backends import run_ray
 
-        shards = run_ray(spec, writer, data_root, device, population_size, address)
+        shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus)
     else:
         shards = ((start, stop, train_configs(spec, configs[start:stop], data, device,
                                               population_size))

@@ -1,0 +1,63 @@
+"""Ray backend: the zoo's pending shards run as Ray tasks; the driver writes each as it completes.
+
+With no address a local Ray instance is started (one CPU per task; ``--device cuda`` asks one GPU
+per task); with an address it joins that cluster. The data set is loaded once by the driver and
+shared through Ray's object store, so worker nodes need no copy of the data folder. A task whose
+worker dies is retried (``max_retries``); shards already written are never redone, so a killed
+driver resumes with ``zoo generate --resume``. Shards hold the same bytes as the local backend's.
+"""
+
+from collections.abc import Iterator
+
+from modelzoo.archive import ArchiveWriter
+from modelzoo.data import DataSplits
+from modelzoo.errors import ZooError
+from modelzoo.specs import ZooSpec, parse_spec
+from modelzoo.training import ModelRun
+
+TASK_RETRIES = 3
+
+
+def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device: str,
+                population_size: int | None) -> list[ModelRun]:
+    """The work of one shard, run inside a Ray worker."""
+    from modelzoo.generate import train_configs
+
+    spec = parse_spec(spec_json)
+    return train_configs(spec, spec.configs()[start:stop], data, device, population_size)
+
+
+def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,
+            population_size: int | None, address: str | None,
+            num_cpus: int | None = None) -> Iterator[tuple[int, int, list[ModelRun]]]:
+    """Yield (start, stop, runs) for every pending shard, in completion order."""
+    try:
+        import ray
+    except ImportError:
+        raise ZooError("--backend ray needs Ray: pip install 'modelzoo[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, num_cpus=None if address else num_cpus,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise ZooError(f"cannot start or join Ray (address={address!r}): {exc}") from None
+    resources = {"num_gpus": 1} if device.startswith("cuda") else {"num_cpus": 1}
+    task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False, **resources)(train_shard)
+    try:
+        data_ref = ray.put(data)
+        spec_json = spec.model_dump(mode="json")
+        futures = {task.remote(spec_json, start, stop, data_ref, device, population_size):
+                   (start, stop) for start, stop in writer.pending()}
+        while futures:
+            ready, _ = ray.wait(list(futures), num_returns=1)
+            start, stop = futures.pop(ready[0])
+            try:
+                runs = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                raise ZooError(f"shard of models {start}..{stop - 1} failed on Ray after "
+                               f"{TASK_RETRIES} retries: {str(exc).splitlines()[0]}") from None
+            yield start, stop, runs
+    finally:
+        if started_here:
+            ray.shutdown()
