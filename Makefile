@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m benchmarks.bench_archive
+	$(BIN)/python -m benchmarks.bench_population
 
 clean:
 	rm -rf $(VENV) runs
