@@ -1,0 +1,116 @@
+"""``hyperrep``: train hyper-representations on a zoo, embed models, probe their properties."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import progress_bar, user_errors
+
+app = typer.Typer(help="Hyper-representations: learn from the weights of a model zoo.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+COLUMNS = ("W", "S(W)", "S(W)+GBT", "embedding")
+
+
+@app.command()
+@user_errors
+def train(zoo: Path = typer.Argument(..., help="zoo archive"),
+          out: Path = typer.Option(..., "--out", help="run directory (resumed if it exists)"),
+          epochs: int | None = typer.Option(None, help="training epochs"),
+          gamma: float | None = typer.Option(None, help="1: contrastive, 0: reconstruction"),
+          device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+          config: Path | None = typer.Option(None, help="YAML with TrainConfig keys")):
+    """Train a transformer autoencoder on the zoo's train-split models (70/15/15 by model)."""
+    from hyperrep.train import load_train_config, train as run_train
+    from modelzoo.generate import resolve_device
+
+    cfg = load_train_config(config, {"epochs": epochs, "gamma": gamma})
+    device = resolve_device(device)
+    with progress_bar("epochs") as bar:
+        task = bar.add_task("hyperrep", total=cfg.epochs)
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            bar.update(task, completed=epoch,
+                       description=f"hyperrep loss {record['loss']:.3f} val {record['val_loss']:.3f}")
+
+        run_train(zoo, out, cfg, device, on_epoch)
+    print(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def embed(run: Path = typer.Argument(..., help="run directory"),
+          zoo: Path = typer.Argument(..., help="zoo archive"),
+          out: Path = typer.Option(..., "--out", help="embeddings file (.npz)"),
+          device: str = typer.Option("cpu")):
+    """Embed every (model, epoch) state of ZOO; writes embedding [N, L], model [N], epoch [N]."""
+    from hyperrep.train import embed as run_embed
+
+    result = run_embed(run, zoo, device)
+    np.savez(out, **result)
+    print(f"wrote {out}: {result['embedding'].shape[0]} states x {result['embedding'].shape[1]}")
+
+
+def probe_table(run: Path, zoo_path: Path, plot: Path | None = None) -> dict:
+    from hyperrep.probes import plot_probes, probe_targets, run_probes, weight_statistics
+    from hyperrep.train import embed as run_embed
+    from modelzoo import open_zoo
+
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() \
+        else None
+    result = run_embed(run, zoo_path)
+    zoo = open_zoo(zoo_path)
+    epochs = config["zoo_epochs"]
+    flat = zoo.weights(epochs).reshape(-1, zoo.n_params)
+    table = zoo.metadata.set_index(["model", "epoch"], drop=False)
+    table = table.loc[list(zip(result["model"].tolist(), result["epoch"].tolist()))]
+    splits = {k: np.nonzero(np.isin(result["model"], v))[0] for k, v in config["splits"].items()}
+    missing = [k for k, v in splits.items() if len(v) == 0]
+    if missing:
+        # another zoo than the run's: split its own models
+        splits = {k: np.nonzero(np.isin(result["model"], v))[0]
+                  for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+    features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout),
+                "embedding": result["embedding"]}
+    targets = probe_targets(table, zoo.factor_names)
+    results = run_probes(features, targets, splits)
+    if plot is not None:
+        plot_probes(plot, result["embedding"], targets, splits)
+    return results
+
+
+@app.command()
+@user_errors
+def probe(run: Path = typer.Argument(..., help="run directory"),
+          zoo: Path = typer.Argument(..., help="zoo archive"),
+          json_out: Path | None = typer.Option(None, "--json", help="write results as JSON"),
+          plot: Path | None = typer.Option(None, help="folder for plots")):
+    """Predict properties from W, S(W), S(W)+GBT and the embedding; print one table."""
+    results = probe_table(run, zoo, plot)
+    table = Table(title="probes on test models (R^2 for continuous, accuracy for categorical)")
+    table.add_column("property")
+    table.add_column("metric")
+    for col in COLUMNS:
+        table.add_column(col, justify="right")
+    for name, row in results.items():
+        best = max(COLUMNS, key=lambda c: row[c])
+        table.add_row(name, row["metric"], *(f"[bold]{row[c]:.3f}[/]" if c == best else
+                                             f"{row[c]:.3f}" for c in COLUMNS))
+    Console().print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {json_out}")
+    if plot is not None:
+        print(f"plots in {plot}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

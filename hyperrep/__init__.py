@@ -1,0 +1,1 @@
+"""hyperrep: hyper-representations, embeddings of whole models learned from their weights alone."""

@@ -1,0 +1,85 @@
+"""Transformer autoencoder over weight tokens with a compression token and a projection head.
+
+Shapes: tokens [B, T, S] (S = token size) -> latent [B, L] in (-1, 1) -> reconstruction [B, T, S];
+projection head: latent -> [B, proj_dim] for the contrastive loss.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    n_tokens: int
+    token_size: int
+    n_layers: int  # layers of the zoo architecture (for layer position embeddings)
+    max_within: int  # largest token index within one layer + 1
+    d_model: int = 128
+    heads: int = 4
+    encoder_blocks: int = 2
+    decoder_blocks: int = 2
+    latent: int = 64
+    proj_dim: int = 32
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Positions(nn.Module):
+    """Sum of learned embeddings of (token index, layer index, index within layer)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.token = nn.Embedding(cfg.n_tokens, cfg.d_model)
+        self.layer = nn.Embedding(cfg.n_layers, cfg.d_model)
+        self.within = nn.Embedding(cfg.max_within, cfg.d_model)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:  # [T, 3] -> [T, d]
+        return self.token(positions[:, 0]) + self.layer(positions[:, 1]) + \
+            self.within(positions[:, 2])
+
+
+def blocks(cfg: ModelConfig, n: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, 4 * cfg.d_model, cfg.dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
+
+
+class HyperRepresentation(nn.Module):
+    """Encoder (tokens -> latent), decoder (latent -> tokens) and projection head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Linear(cfg.token_size, cfg.d_model)
+        self.positions = Positions(cfg)
+        self.compression = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.encoder = blocks(cfg, cfg.encoder_blocks)
+        self.to_latent = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.latent),
+                                       nn.Tanh())
+        self.from_latent = nn.Linear(cfg.latent, cfg.n_tokens * cfg.d_model)
+        self.decoder = blocks(cfg, cfg.decoder_blocks)
+        self.debed = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.token_size))
+        self.head = nn.Sequential(nn.Linear(cfg.latent, cfg.latent), nn.BatchNorm1d(cfg.latent),
+                                  nn.ReLU(), nn.Linear(cfg.latent, cfg.latent),
+                                  nn.BatchNorm1d(cfg.latent), nn.ReLU(),
+                                  nn.Linear(cfg.latent, cfg.proj_dim))
+
+    def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T, S] -> latent [B, L]."""
+        x = self.embed(tokens) + self.positions(positions)
+        x = torch.cat([self.compression.expand(len(x), -1, -1), x], dim=1)
+        return self.to_latent(self.encoder(x)[:, 0])
+
+    def decode(self, latent: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """latent [B, L] -> tokens [B, T, S]."""
+        x = self.from_latent(latent).view(len(latent), self.cfg.n_tokens, self.cfg.d_model)
+        return self.debed(self.decoder(x + self.positions(positions)))
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor):
+        """(latent [B, L], reconstruction [B, T, S], projection [B, proj_dim])."""
+        latent = self.encode(tokens, positions)
+        return latent, self.decode(latent, positions), self.head(latent)

@@ -1,0 +1,150 @@
+"""Linear probes of model properties from W, S(W), S(W)+GBT and the learned embedding.
+
+Samples are (model, epoch) states; the split is by model (the run's 70/15/15 split), so no model
+is in two splits. Continuous properties (test accuracy, generalisation gap, epoch, each varied
+numeric factor): ridge regression on standardised features, alpha chosen on the validation split
+from 1e3 down to 1e-5, R^2 on test. Categorical factors: logistic regression, C chosen on
+validation, accuracy on test. S(W) + gradient-boosted trees is the strong non-linear baseline.
+"""
+
+import warnings
+
+import numpy as np
+from scipy.linalg import LinAlgWarning
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import StandardScaler
+
+from modelzoo.layout import Layout
+
+ALPHAS = [10.0 ** k for k in range(3, -6, -1)]
+STAT_QUANTILES = (1, 25, 50, 75, 99)
+
+
+def weight_statistics(flat: np.ndarray, layout: Layout) -> np.ndarray:
+    """S(W): per tensor (weights, biases separately): mean, variance, 1/25/50/75/99th percentile."""
+    features = []
+    for entry in layout.param_entries():
+        values = flat[:, entry.offset:entry.offset + entry.size]
+        features += [values.mean(1), values.var(1)]
+        features += list(np.percentile(values, STAT_QUANTILES, axis=1))
+    return np.stack(features, axis=1).astype(np.float32)
+
+
+def _ridge(x_tr, y_tr, x_va, y_va, x_te, y_te) -> float:
+    scaler = StandardScaler().fit(x_tr)
+    x_tr, x_va, x_te = (scaler.transform(x) for x in (x_tr, x_va, x_te))
+    best = max(ALPHAS, key=lambda a: r2_score(y_va, Ridge(alpha=a).fit(x_tr, y_tr).predict(x_va)))
+    return float(r2_score(y_te, Ridge(alpha=best).fit(x_tr, y_tr).predict(x_te)))
+
+
+def _logistic(x_tr, y_tr, x_va, y_va, x_te, y_te) -> float:
+    scaler = StandardScaler().fit(x_tr)
+    x_tr, x_va, x_te = (scaler.transform(x) for x in (x_tr, x_va, x_te))
+
+    def fit(c):
+        return LogisticRegression(C=c, max_iter=2000).fit(x_tr, y_tr)
+
+    best = max([1.0 / a for a in ALPHAS], key=lambda c: accuracy_score(y_va, fit(c).predict(x_va)))
+    return float(accuracy_score(y_te, fit(best).predict(x_te)))
+
+
+def _gbt(kind, x_tr, y_tr, x_te, y_te) -> float:
+    if kind == "r2":
+        model = HistGradientBoostingRegressor(random_state=0).fit(x_tr, y_tr)
+        return float(r2_score(y_te, model.predict(x_te)))
+    model = HistGradientBoostingClassifier(random_state=0).fit(x_tr, y_tr)
+    return float(accuracy_score(y_te, model.predict(x_te)))
+
+
+def probe_targets(table, factor_names: list[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """Properties to predict: name -> ('r2' | 'accuracy', values [N])."""
+    targets = {"test_acc": ("r2", table["test_acc"].to_numpy(np.float64)),
+               "gap": ("r2", table["gap"].to_numpy(np.float64))}
+    if table["epoch"].nunique() > 1:
+        targets["epoch"] = ("r2", table["epoch"].to_numpy(np.float64))
+    for factor in factor_names:
+        values = table[factor]
+        if factor == "seed" or values.nunique() < 2:
+            continue
+        if values.dtype.kind in "if":
+            targets[factor] = ("r2", np.log10(values.to_numpy(np.float64))
+                               if factor in ("lr", "weight_decay") and (values > 0).all()
+                               else values.to_numpy(np.float64))
+        else:
+            targets[factor] = ("accuracy", values.astype(str).to_numpy())
+    return targets
+
+
+def run_probes(features: dict[str, np.ndarray], targets: dict[str, tuple[str, np.ndarray]],
+               split: dict[str, np.ndarray], gbt_on: str = "S(W)") -> dict:
+    """Results shaped {property: {"metric": .., "<feature set>": score, "S(W)+GBT": score}}."""
+    warnings.filterwarnings("ignore", category=LinAlgWarning)  # tiny alphas on wide W
+    warnings.filterwarnings("ignore", message=".*did not converge.*")
+    results = {}
+    tr, va, te = split["train"], split["val"], split["test"]
+    for name, (metric, y) in targets.items():
+        row = {"metric": metric}
+        if metric == "accuracy" and len(set(y[tr])) < 2:
+            continue
+        for fname, x in features.items():
+            fit = _ridge if metric == "r2" else _logistic
+            row[fname] = fit(x[tr], y[tr], x[va], y[va], x[te], y[te])
+        row[f"{gbt_on}+GBT"] = _gbt(metric, features[gbt_on][tr], y[tr], features[gbt_on][te],
+                                    y[te])
+        results[name] = row
+    return results
+
+
+def ridge_predictions(x: np.ndarray, y: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarray:
+    """Test-split predictions of the validation-tuned ridge probe."""
+    tr, va, te = split["train"], split["val"], split["test"]
+    scaler = StandardScaler().fit(x[tr])
+    xs = scaler.transform(x)
+    best = max(ALPHAS, key=lambda a: r2_score(y[va], Ridge(alpha=a).fit(xs[tr], y[tr])
+                                              .predict(xs[va])))
+    return Ridge(alpha=best).fit(xs[tr], y[tr]).predict(xs[te])
+
+
+def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict) -> list:
+    """predicted_vs_true.png (embedding probes) and embedding_<property>.png (2-D PCA projection)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    continuous = [(n, y) for n, (m, y) in targets.items() if m == "r2"]
+    fig, axes = plt.subplots(1, len(continuous), figsize=(4 * len(continuous), 4), squeeze=False)
+    for ax, (name, y) in zip(axes[0], continuous):
+        pred = ridge_predictions(embedding, y, split)
+        ax.scatter(y[split["test"]], pred, s=8, alpha=0.6)
+        lo, hi = float(np.min(y)), float(np.max(y))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.set(title=f"{name} (R^2 {r2_score(y[split['test']], pred):.2f})", xlabel="true",
+               ylabel="predicted from embedding")
+    fig.tight_layout()
+    fig.savefig(folder / "predicted_vs_true.png", dpi=100)
+    plt.close(fig)
+    written.append(folder / "predicted_vs_true.png")
+    projected = PCA(n_components=2, random_state=0).fit_transform(embedding)
+    for name, (metric, y) in targets.items():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        if metric == "r2":
+            points = ax.scatter(projected[:, 0], projected[:, 1], c=y, s=8, cmap="viridis")
+            fig.colorbar(points, ax=ax, label=name)
+        else:
+            for value in sorted(set(y)):
+                sel = y == value
+                ax.scatter(projected[sel, 0], projected[sel, 1], s=8, label=str(value))
+            ax.legend(fontsize=7)
+        ax.set(title=f"embedding (PCA) coloured by {name}", xlabel="PC 1", ylabel="PC 2")
+        fig.tight_layout()
+        path = folder / f"embedding_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,46 @@
+"""Tokenisation is exactly invertible and permutations keep the network's function."""
+
+import pytest
+import torch
+
+from hyperrep.augment import PermutationPlan
+from hyperrep.tokenise import build_token_map, detokenise, tokenise
+from modelzoo.architectures import create_model
+from modelzoo.layout import Layout
+
+ARCHS = [("tetris_mlp", {}, (5, 1, 4, 4)), ("cnn_s", {"in_channels": 1}, (5, 1, 28, 28)),
+         ("cnn_l", {"in_channels": 3}, (5, 3, 32, 32)),
+         ("unterthiner_cnn", {"in_channels": 1}, (5, 1, 28, 28))]
+
+
+@pytest.mark.parametrize("arch,kwargs,_shape", ARCHS + [("resnet18", {}, None)])
+@pytest.mark.parametrize("token_size", [None, 64])
+def test_tokenise_detokenise_are_exact_inverses(arch, kwargs, _shape, token_size):
+    layout = Layout.of(create_model(arch, **kwargs))
+    tokens = build_token_map(layout, token_size)
+    flat = torch.randn(2, layout.size)
+    assert torch.equal(detokenise(tokenise(flat, tokens), tokens, layout.size), flat)
+    assert tokens.mask.sum() == layout.size  # every value in exactly one token slot
+
+
+def test_published_token_counts():
+    counts = {"tetris_mlp": 9, "cnn_s": 48, "unterthiner_cnn": 58}
+    for arch, n in counts.items():
+        assert build_token_map(Layout.of(create_model(arch))).n_tokens == n
+
+
+@pytest.mark.parametrize("arch,kwargs,shape", ARCHS)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_permuted_network_computes_the_same_function(arch, kwargs, shape, activation):
+    torch.manual_seed(0)
+    model = create_model(arch, activation=activation, **kwargs).eval()
+    layout = Layout.of(model)
+    flat = torch.from_numpy(layout.flatten(model.state_dict()))[None]
+    perms = PermutationPlan(arch, layout).sample(3, torch.Generator().manual_seed(1))
+    x = torch.randn(shape)
+    reference = model(x)
+    for index in perms:
+        permuted = create_model(arch, activation=activation, **kwargs).eval()
+        permuted.load_state_dict(layout.unflatten(flat[0, index]))
+        assert not torch.equal(flat[0, index], flat[0])
+        assert torch.allclose(permuted(x), reference, atol=1e-5)
