@@ -32,6 +32,10 @@ def main() -> None:
     step("generate a zoo", "cli.zoo", "generate", SPEC, "--out", str(zoo))
     step("inspect it", "cli.zoo", "info", str(zoo))
     step("validate it", "cli.zoo", "validate", str(zoo))
+    step("train a hyper-representation", "cli.hyperrep", "train", str(zoo), "--out",
+         str(run / "hyperrep"))
+    step("probe it against W and S(W)", "cli.hyperrep", "probe", str(run / "hyperrep"), str(zoo),
+         "--json", str(run / "probes.json"), "--plot", str(run / "plots"))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,11 @@ def _step_loss(model, flat, data: ZooTokens, perms, cfg, generator, device):
 
 def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
           on_epoch: Callable[[int, dict], None] | None = None) -> Path:
-    """Train (or resume) a hyper-representation on the zoo's train-split models."""
+    """Train (or resume) a hyper-representation on the zoo's train-split models.
+
+    Rerunning into an existing run resumes from its checkpoint; only ``epochs`` may change (to train
+    longer), any other setting must match.
+    """
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -149,7 +153,9 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     config_path = run / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        if old["train"] != config["train"] or old["zoo_name"] != zoo.name:
+        same = {k: v for k, v in old["train"].items() if k != "epochs"} == \
+            {k: v for k, v in config["train"].items() if k != "epochs"}
+        if not same or old["zoo_name"] != zoo.name:
             raise ZooError(f"{run} holds a run with another config or zoo; choose another --out")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.tokens).to(device)

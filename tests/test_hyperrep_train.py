@@ -1,0 +1,88 @@
+"""A small but real hyperrep path: training lowers the loss, resume continues, probes run on real
+embeddings, and the CLI reports bad input in one line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hyperrep.losses import nt_xent
+from hyperrep.train import TrainConfig, embed, train
+from modelzoo.generate import generate
+from modelzoo.specs import parse_spec
+from tests.conftest import run_cli, tetris_spec
+
+SMALL = dict(epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
+             latent=16, proj_dim=8, permutations=50, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hz") / "zoo"
+    spec = tetris_spec(training={"epochs": 3, "batch_size": 10, "optimizer": "adam", "lr": 0.01},
+                       factors={"seed": {"range": [1, 11]}, "activation": ["tanh", "relu"],
+                                "lr": [0.01, 0.003]})
+    generate(parse_spec(spec), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(zoo, out, TrainConfig(**SMALL))
+    return out
+
+
+def test_training_lowers_the_loss(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 6
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert (run / "model.safetensors").exists() and (run / "checkpoint.pt").exists()
+
+
+def test_resume_continues_from_the_checkpoint(zoo, run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with pytest.raises(Exception, match="another config"):
+        train(zoo, copy, TrainConfig(**dict(SMALL, lr=5e-4)))
+    train(zoo, copy, TrainConfig(**dict(SMALL, epochs=8)))
+    epochs = [json.loads(line)["epoch"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_embeddings_are_bounded_and_deterministic(zoo, run):
+    a, b = embed(run, zoo), embed(run, zoo)
+    assert a["embedding"].shape == (40 * 3, 16)  # 40 models x 3 stored epochs
+    assert np.abs(a["embedding"]).max() <= 1.0
+    assert np.array_equal(a["embedding"], b["embedding"])
+
+
+def test_probe_cli_on_real_embeddings(zoo, run, tmp_path):
+    out = tmp_path / "probe.json"
+    result = run_cli("cli.hyperrep", "probe", str(run), str(zoo), "--json", str(out),
+                     "--plot", str(tmp_path / "plots"))
+    assert result.returncode == 0, result.stderr
+    table = json.loads(out.read_text())
+    assert {"test_acc", "gap", "epoch", "activation", "lr"} <= set(table)
+    for row in table.values():
+        assert set(row) == {"metric", "W", "S(W)", "S(W)+GBT", "embedding"}
+        assert all(np.isfinite(row[k]) for k in ("W", "S(W)", "S(W)+GBT", "embedding"))
+    assert table["activation"]["metric"] == "accuracy"
+    assert (tmp_path / "plots" / "predicted_vs_true.png").exists()
+    assert "embedding" in result.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    result = run_cli("cli.hyperrep", "train", str(tmp_path / "nozoo"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    result = run_cli("cli.hyperrep", "probe", str(tmp_path), str(tmp_path))
+    assert result.returncode == 2 and "not a hyperrep run" in result.stderr
+
+
+def test_nt_xent_prefers_matching_pairs():
+    import torch
+
+    z = torch.randn(8, 4)
+    assert nt_xent(z, z + 0.01 * torch.randn(8, 4)) < nt_xent(z, torch.randn(8, 4))
