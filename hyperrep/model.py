@@ -12,16 +12,18 @@ from torch import nn
 
 @dataclass
 class ModelConfig:
+    """Sizes of the autoencoder; the defaults users set live in ``hyperrep.train.TrainConfig``."""
+
     n_tokens: int
     token_size: int
     n_layers: int  # layers of the zoo architecture (for layer position embeddings)
     max_within: int  # largest token index within one layer + 1
-    d_model: int = 128
-    heads: int = 4
-    encoder_blocks: int = 2
-    decoder_blocks: int = 2
-    latent: int = 64
-    proj_dim: int = 32
+    d_model: int
+    heads: int
+    encoder_blocks: int
+    decoder_blocks: int
+    latent: int
+    proj_dim: int
     dropout: float = 0.0
 
     def to_dict(self) -> dict:

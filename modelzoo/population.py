@@ -49,14 +49,8 @@ def activation_bytes(arch: str, arch_kwargs: dict, config: TrainingConfig,
                      input_shape: tuple[int, ...]) -> int:
     """Bytes of every module output for one sample (a proxy for training memory per sample)."""
     model = create_model(arch, **model_kwargs(arch_kwargs, config))
-    total = [0]
-    hooks = [m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel()))
-             for m in model.modules() if not list(m.children())]
     with torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    for h in hooks:
-        h.remove()
-    return 4 * max(total[0], 1)
+        return 4 * max(activation_elements(model, torch.zeros(1, *input_shape)), 1)
 
 
 def auto_population_size(arch: str, arch_kwargs: dict, config: TrainingConfig,
