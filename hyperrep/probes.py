@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from scipy.linalg import LinAlgWarning
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
@@ -81,7 +82,7 @@ def run_probes(features: dict[str, np.ndarray], targets: dict[str, tuple[str, np
                split: dict[str, np.ndarray], gbt_on: str = "S(W)") -> dict:
     """Results shaped {property: {"metric": .., "<feature set>": score, "S(W)+GBT": score}}."""
     warnings.filterwarnings("ignore", category=LinAlgWarning)  # tiny alphas on wide W
-    warnings.filterwarnings("ignore", message=".*did not converge.*")
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tiny C on few samples
     results = {}
     tr, va, te = split["train"], split["val"], split["test"]
     for name, (metric, y) in targets.items():
