@@ -32,7 +32,7 @@ class TrainConfig(BaseModel):
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 1e-9
-    gamma: float = 0.5  # 1: contrastive only (E_c), 0: reconstruction only (E_D)
+    gamma: float = 0.05  # 1: contrastive only (E_c), 0: reconstruction only (E_D); 0.05 as in 2024
     temperature: float = 0.1
     noise: float = 0.05
     erase_p: float = 0.5
