@@ -57,8 +57,8 @@ def main() -> None:
         n_states = args.epochs + 1
 
         def load_file(m: int, e: int) -> np.ndarray:
-            state = torch.load(files / f"model_{m:04d}" / f"checkpoint_{e:06d}" / "checkpoints",
-                               weights_only=True)
+            path = files / f"model_{m:04d}" / f"checkpoint_{e:06d}" / "checkpoints"
+            state = torch.load(path, weights_only=True)
             return layout.flatten(state)
 
         start = time.perf_counter()

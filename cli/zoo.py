@@ -48,8 +48,7 @@ def generate(
         task = bar.add_task(f"{zoo_spec.name}", total=None)
 
         def on_shard(done: int, total: int) -> None:
-            if bar.tasks[task].total is None:
-                bar.update(task, total=total, completed=done)
+            if bar.tasks[task].total is None:  # first call: models already done do not count in models/s
                 bar.reset(task, total=total, completed=done)
             else:
                 bar.update(task, completed=done)

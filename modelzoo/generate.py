@@ -7,6 +7,7 @@ import torch
 
 from modelzoo.archive import ArchiveWriter
 from modelzoo.data import DataSplits, create_dataset
+from modelzoo.errors import ZooError
 from modelzoo.layout import Layout
 from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.training import ModelRun, build_model, train_model
@@ -76,8 +77,6 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
 
 def resolve_device(device: str) -> str:
     """Validate a --device value ('cpu', 'cuda', 'cuda:N', 'auto')."""
-    from modelzoo.errors import ZooError
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
