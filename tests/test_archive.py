@@ -133,3 +133,24 @@ def test_safetensors_export_round_trip(tetris_zoo, tmp_path):
     assert validate_archive(copy) == []
     files[0].write_bytes(files[0].read_bytes()[:-1] + b"\x00")
     assert any("model-00000.safetensors: sha256 mismatch" in p for p in validate_archive(copy))
+
+
+def test_generate_format_safetensors_and_option_errors(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tetris_spec(factors={"seed": [1, 2]}), sort_keys=False))
+    out = tmp_path / "zoo"
+    result = run_cli("cli.zoo", "generate", str(spec), "--out", str(out), "--format",
+                     "safetensors")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / "safetensors").iterdir()) == \
+        ["model-00000.safetensors", "model-00001.safetensors"]
+    assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
+    for option, value, message in (("--backend", "spark", "use local or ray"),
+                                   ("--format", "npz", "use hdf5 or safetensors")):
+        bad = run_cli("cli.zoo", "generate", str(spec), "--out", str(tmp_path / "x"), option, value)
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1
+    if not torch.cuda.is_available():
+        bad = run_cli("cli.zoo", "generate", str(spec), "--out", str(tmp_path / "x"), "--device",
+                      "cuda")
+        assert bad.returncode == 2 and "no CUDA device" in bad.stderr
+    assert not (tmp_path / "x").exists()
