@@ -9,6 +9,7 @@ from modelzoo.archive import ArchiveWriter
 from modelzoo.data import DataSplits, create_dataset
 from modelzoo.errors import ZooError
 from modelzoo.layout import Layout
+from modelzoo.population import can_vectorise, train_population_groups
 from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.training import ModelRun, build_model, train_model
 
@@ -30,8 +31,6 @@ def spec_layout(spec: ZooSpec) -> Layout:
 def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits,
                   device: str = "cpu", population_size: int | None = None) -> list[ModelRun]:
     """Train a list of configs: as vectorised populations, or one at a time if size is 1."""
-    from modelzoo.population import can_vectorise, train_population_groups
-
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
     if population_size == 1 or not can_vectorise(arch, kwargs, configs):
         return [train_model(arch, kwargs, c, data, device) for c in configs]
