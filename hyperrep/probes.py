@@ -83,6 +83,7 @@ def run_probes(features: dict[str, np.ndarray], targets: dict[str, tuple[str, np
     """Results shaped {property: {"metric": .., "<feature set>": score, "S(W)+GBT": score}}."""
     warnings.filterwarnings("ignore", category=LinAlgWarning)  # tiny alphas on wide W
     warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tiny C on few samples
+    warnings.filterwarnings("ignore", message="Singular matrix")  # ridge falls back to lstsq
     results = {}
     tr, va, te = split["train"], split["val"], split["test"]
     for name, (metric, y) in targets.items():
