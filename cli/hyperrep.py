@@ -57,29 +57,24 @@ def embed(run: Path = typer.Argument(..., help="run directory"),
 
 def probe_table(run: Path, zoo_path: Path, plot: Path | None = None) -> dict:
     from hyperrep.probes import plot_probes, probe_targets, run_probes, weight_statistics
-    from hyperrep.train import embed as run_embed
-    from modelzoo import open_zoo
+    from hyperrep.train import embed_samples
 
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() \
-        else None
-    result = run_embed(run, zoo_path)
-    zoo = open_zoo(zoo_path)
-    epochs = config["zoo_epochs"]
-    flat = zoo.weights(epochs).reshape(-1, zoo.n_params)
-    table = zoo.metadata.set_index(["model", "epoch"], drop=False)
-    table = table.loc[list(zip(result["model"].tolist(), result["epoch"].tolist()))]
-    splits = {k: np.nonzero(np.isin(result["model"], v))[0] for k, v in config["splits"].items()}
-    missing = [k for k, v in splits.items() if len(v) == 0]
-    if missing:
-        # another zoo than the run's: split its own models
-        splits = {k: np.nonzero(np.isin(result["model"], v))[0]
-                  for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
-    features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout),
-                "embedding": result["embedding"]}
-    targets = probe_targets(table, zoo.factor_names)
+    embedding, data, config = embed_samples(run, zoo_path)
+    with data.zoo as zoo:
+        flat = data.flat.numpy()
+        table = zoo.metadata.set_index(["model", "epoch"], drop=False)
+        table = table.loc[list(zip(data.models.tolist(), data.sample_epochs.tolist()))]
+        splits = {k: np.nonzero(np.isin(data.models, v))[0] for k, v in config["splits"].items()}
+        if any(len(v) == 0 for v in splits.values()):
+            # another zoo than the run's: split its own models
+            splits = {k: np.nonzero(np.isin(data.models, v))[0]
+                      for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+        features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout), "embedding": embedding}
+        factor_names = zoo.factor_names
+    targets = probe_targets(table, factor_names)
     results = run_probes(features, targets, splits)
     if plot is not None:
-        plot_probes(plot, result["embedding"], targets, splits)
+        plot_probes(plot, embedding, targets, splits)
     return results
 
 

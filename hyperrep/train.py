@@ -238,19 +238,27 @@ def load_run(run: Path, device: str = "cpu") -> tuple[HyperRepresentation, dict]
 
 
 @torch.no_grad()
-def embed(run: Path, zoo_path: Path, device: str = "cpu", batch: int = 256) -> dict:
-    """Embeddings of every (model, epoch) sample of a zoo: latent [N, L], model [N], epoch [N]."""
+def embed_samples(run: Path, zoo_path: Path, device: str = "cpu",
+                  batch: int = 256) -> tuple[np.ndarray, ZooTokens, dict]:
+    """(latent [N, L] of every (model, epoch) sample, the samples read once from the zoo, config).
+
+    The zoo stays open as ``data.zoo``; the caller closes it.
+    """
     model, config = load_run(run, device)
-    zoo = open_zoo(zoo_path)
-    data = ZooTokens(zoo, config["train"]["token_size"], config["zoo_epochs"])
+    data = ZooTokens(open_zoo(zoo_path), config["train"]["token_size"], config["zoo_epochs"])
     if data.tokens.n_tokens != model.cfg.n_tokens:
+        data.zoo.close()
         raise ZooError(f"{zoo_path}: architecture does not match the run's "
                        f"({data.tokens.n_tokens} tokens, run has {model.cfg.n_tokens})")
     data.layer_scale = torch.tensor(config["layer_scale"])
-    flat = data.normalised(slice(None))
     positions = data.tokens.positions.to(device)
     latents = [model.encode(tokenise(chunk, data.tokens).to(device), positions).float().cpu()
-               for chunk in flat.split(batch)]
-    zoo.close()
-    return {"embedding": torch.cat(latents).numpy(), "model": data.models,
-            "epoch": data.sample_epochs}
+               for chunk in data.normalised(slice(None)).split(batch)]
+    return torch.cat(latents).numpy(), data, config
+
+
+def embed(run: Path, zoo_path: Path, device: str = "cpu") -> dict:
+    """Embeddings of every (model, epoch) sample of a zoo: latent [N, L], model [N], epoch [N]."""
+    embedding, data, _ = embed_samples(run, zoo_path, device)
+    data.zoo.close()
+    return {"embedding": embedding, "model": data.models, "epoch": data.sample_epochs}

@@ -150,8 +150,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     names = [e.name for e in layout.entries]
     params = {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
     optimizer = PopulationOptimizer(params, configs)
-    splits = {name: Split(s.x.to(device), s.y.to(device))
-              for name, s in (("train", data.train), ("val", data.val), ("test", data.test))}
+    splits = data.on(device)
     n_models = len(configs)
     dropout_p = torch.tensor([c.dropout for c in configs], dtype=torch.float32, device=device)
     roots = seed_roots([c.seed for c in configs], device)
@@ -167,11 +166,15 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
 
     train_step = vmap(grad_and_value(loss_of))
 
+    template.eval()
+    eval_sample_elements = max(1, activation_elements(template, splits["test"].x[:1]))
+    template.train()
+
     def record():
         template.eval()
         states.append(torch.cat([params[n].reshape(n_models, -1) for n in names], 1).cpu().numpy())
         for name, split in splits.items():
-            loss, acc = evaluate_population(template, params, split)
+            loss, acc = evaluate_population(template, params, split, eval_sample_elements)
             metrics[f"{name}_loss"].append(loss)
             metrics[f"{name}_acc"].append(acc)
         template.train()
@@ -201,10 +204,13 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
 
 @torch.no_grad()
 def evaluate_population(template: torch.nn.Module, params: dict[str, torch.Tensor], split: Split,
-                        max_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
-    """Per-model (mean NLL [P], accuracy [P]) on a whole split, the inputs shared by all models."""
+                        per_sample: int, max_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Per-model (mean NLL [P], accuracy [P]) on a whole split, the inputs shared by all models.
+
+    ``per_sample``: activation elements of one model on one input (``activation_elements``), which
+    sizes the chunks so P models x chunk stay within ``max_elements``.
+    """
     n_models = next(iter(params.values())).shape[0]
-    per_sample = max(1, activation_elements(template, split.x[:1]))
     batch = int(max(1, min(len(split), max_elements // (n_models * per_sample))))
     forward = vmap(lambda p, x: functional_call(template, p, (x,)), in_dims=(0, None))
     loss = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)

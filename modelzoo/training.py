@@ -114,8 +114,7 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     device = torch.device(device)
     model = build_model(arch, arch_kwargs, config).to(device)
     layout = Layout.of(model)
-    splits = {name: Split(s.x.to(device), s.y.to(device))
-              for name, s in (("train", data.train), ("val", data.val), ("test", data.test))}
+    splits = data.on(device)
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)
     steps = len(subset) // config.batch_size

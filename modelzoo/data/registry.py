@@ -52,6 +52,11 @@ class DataSplits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
+    def on(self, device: str | torch.device) -> dict[str, Split]:
+        """The three splits moved to ``device``, keyed 'train', 'val', 'test'."""
+        return {name: Split(s.x.to(device), s.y.to(device))
+                for name, s in (("train", self.train), ("val", self.val), ("test", self.test))}
+
 
 @dataclass
 class DatasetEntry:
