@@ -103,6 +103,46 @@ def probe(run: Path = typer.Argument(..., help="run directory"),
         print(f"plots in {plot}")
 
 
+@app.command()
+@user_errors
+def sample(run: Path = typer.Argument(..., help="run directory"),
+           zoo: Path = typer.Argument(..., help="the zoo the run was trained on"),
+           n: int = typer.Option(10, "--n", help="models per sampler (and per baseline)"),
+           out: Path = typer.Option(..., "--out", help="new folder: sample archive + report"),
+           sampler: list[str] = typer.Option(
+               ["kde-anchor", "kde", "uniform"], help="kde-anchor, kde or uniform (repeatable)"),
+           quantile: float = typer.Option(0.7, help="anchors: test accuracy >= this quantile"),
+           bandwidth: str = typer.Option("0.002", help="KDE bandwidth, or scott / silverman"),
+           joint: bool = typer.Option(False, "--joint", help="joint KDE instead of per dimension"),
+           finetune_epochs: int = typer.Option(0, help="fine-tuning epochs after decoding"),
+           keep_best: int | None = typer.Option(
+               None, help="keep the best K of the n draws by zero-shot validation accuracy"),
+           dataset: list[str] = typer.Option([], help="another data set to fine-tune on (transfer)"),
+           data_root: Path | None = typer.Option(None, help="data folder for the data sets"),
+           seed: int = typer.Option(0, help="seed of the draws"),
+           device: str = typer.Option("cpu", help="cpu, cuda or auto")):
+    """Draw unseen models from the latent space, decode them and judge them against B_T and B_F."""
+    from hyperrep.sample import SampleConfig, sample as run_sample
+    from modelzoo.generate import resolve_device
+
+    try:
+        bw: float | str = float(bandwidth)
+    except ValueError:
+        bw = bandwidth
+    cfg = SampleConfig(n=n, samplers=tuple(sampler), quantile=quantile, bandwidth=bw, joint=joint,
+                       finetune_epochs=finetune_epochs, keep_best=keep_best, datasets=dataset,
+                       seed=seed)
+    device = resolve_device(device)
+    with progress_bar("steps") as bar:
+        task = bar.add_task("sampling", total=None)
+        report = run_sample(run, zoo, out, cfg, device, data_root,
+                            on_step=lambda msg: bar.update(task, description=msg, advance=1))
+    from hyperrep.sample import report_table
+
+    print(report_table(report))
+    print(f"wrote {out} (archive of the samples, report.json, report.md, report.png)")
+
+
 def main() -> None:
     app()
 

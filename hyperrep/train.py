@@ -237,10 +237,9 @@ def load_run(run: Path, device: str = "cpu") -> tuple[HyperRepresentation, dict]
     return model.to(device).eval(), config
 
 
-@torch.no_grad()
-def embed_samples(run: Path, zoo_path: Path, device: str = "cpu",
-                  batch: int = 256) -> tuple[np.ndarray, ZooTokens, dict]:
-    """(latent [N, L] of every (model, epoch) sample, the samples read once from the zoo, config).
+def open_run_tokens(run: Path, zoo_path: Path,
+                    device: str = "cpu") -> tuple[HyperRepresentation, ZooTokens, dict]:
+    """(trained model, the zoo's samples read once with the run's layer scales, run config).
 
     The zoo stays open as ``data.zoo``; the caller closes it.
     """
@@ -251,10 +250,28 @@ def embed_samples(run: Path, zoo_path: Path, device: str = "cpu",
         raise ZooError(f"{zoo_path}: architecture does not match the run's "
                        f"({data.tokens.n_tokens} tokens, run has {model.cfg.n_tokens})")
     data.layer_scale = torch.tensor(config["layer_scale"])
-    positions = data.tokens.positions.to(device)
-    latents = [model.encode(tokenise(chunk, data.tokens).to(device), positions).float().cpu()
-               for chunk in data.normalised(slice(None)).split(batch)]
-    return torch.cat(latents).numpy(), data, config
+    return model, data, config
+
+
+@torch.no_grad()
+def encode_normalised(model: HyperRepresentation, normalised: torch.Tensor, tokens: TokenMap,
+                      device: str = "cpu", batch: int = 256) -> np.ndarray:
+    """Layer-normalised flat weights [N, P] -> latents float32 [N, L]."""
+    positions = tokens.positions.to(device)
+    latents = [model.encode(tokenise(chunk, tokens).to(device), positions).float().cpu()
+               for chunk in normalised.split(batch)]
+    return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
+
+
+def embed_samples(run: Path, zoo_path: Path, device: str = "cpu",
+                  batch: int = 256) -> tuple[np.ndarray, ZooTokens, dict]:
+    """(latent [N, L] of every (model, epoch) sample, the samples read once from the zoo, config).
+
+    The zoo stays open as ``data.zoo``; the caller closes it.
+    """
+    model, data, config = open_run_tokens(run, zoo_path, device)
+    return encode_normalised(model, data.normalised(slice(None)), data.tokens, device, batch), \
+        data, config
 
 
 def embed(run: Path, zoo_path: Path, device: str = "cpu") -> dict:

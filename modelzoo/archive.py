@@ -96,9 +96,7 @@ class ArchiveWriter:
             raise ZooError(f"{root} exists and is not a zoo archive; choose an empty or new --out")
         else:
             factors = spec.factor_values()
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+            writer = cls.create(root, {
                 "name": spec.name,
                 "fingerprint": spec.fingerprint(),
                 "spec": spec.model_dump(mode="json"),
@@ -107,19 +105,25 @@ class ArchiveWriter:
                 "n_params": layout.size,
                 "layout": layout.to_json(),
                 "epochs": spec.training.stored_epochs(),
-                "metrics": list(METRICS),
                 "factors": list(factors),
                 "models": [{"index": i, "config": c.model_dump(mode="json"),
                             "factors": {k: getattr(c, k) for k in factors}}
                            for i, c in enumerate(configs)],
                 "shard_size": shard_size,
-                "shards": [],
-                "complete": False,
-            }
-            (root / "shards").mkdir(parents=True, exist_ok=True)
-            writer = cls(root, manifest)
-            writer.save_manifest()
+            })
         shutil.rmtree(root / PARTIAL, ignore_errors=True)
+        return writer
+
+    @classmethod
+    def create(cls, root: str | Path, fields: dict) -> "ArchiveWriter":
+        """A new, empty archive whose manifest holds ``fields`` (name, fingerprint, spec,
+        architecture, n_params, layout, epochs, factors, models, shard_size, and any extra keys)."""
+        root = Path(root)
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields,
+                    "metrics": list(METRICS), "shards": [], "complete": False}
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+        writer = cls(root, manifest)
+        writer.save_manifest()
         return writer
 
     @property

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from modelzoo.archive import ArchiveWriter
@@ -29,12 +30,17 @@ def spec_layout(spec: ZooSpec) -> Layout:
 
 
 def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits,
-                  device: str = "cpu", population_size: int | None = None) -> list[ModelRun]:
-    """Train a list of configs: as vectorised populations, or one at a time if size is 1."""
+                  device: str = "cpu", population_size: int | None = None,
+                  initial: np.ndarray | None = None) -> list[ModelRun]:
+    """Train a list of configs: as vectorised populations, or one at a time if size is 1.
+
+    ``initial``: optional flat starting states [len(configs), params] (fine-tuning).
+    """
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
     if population_size == 1 or not can_vectorise(arch, kwargs, configs):
-        return [train_model(arch, kwargs, c, data, device) for c in configs]
-    return train_population_groups(arch, kwargs, configs, data, device, population_size)
+        return [train_model(arch, kwargs, c, data, device, None if initial is None else initial[i])
+                for i, c in enumerate(configs)]
+    return train_population_groups(arch, kwargs, configs, data, device, population_size, initial)
 
 
 def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None,

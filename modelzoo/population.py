@@ -67,8 +67,12 @@ def auto_population_size(arch: str, arch_kwargs: dict, config: TrainingConfig,
 
 def train_population_groups(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
                             data: DataSplits, device: str = "cpu",
-                            population_size: int | None = None) -> list[ModelRun]:
-    """Train ``configs`` in populations of at most ``population_size``; runs in config order."""
+                            population_size: int | None = None,
+                            initial: np.ndarray | None = None) -> list[ModelRun]:
+    """Train ``configs`` in populations of at most ``population_size``; runs in config order.
+
+    ``initial``: optional flat starting states [len(configs), params] (fine-tuning).
+    """
     device = torch.device(device)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, config in enumerate(configs):
@@ -79,8 +83,9 @@ def train_population_groups(arch: str, arch_kwargs: dict, configs: list[Training
                                                        data.input_shape, device)
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
-            for i, run in zip(chunk, train_population(arch, arch_kwargs,
-                                                      [configs[i] for i in chunk], data, device)):
+            start_states = None if initial is None else initial[chunk]
+            for i, run in zip(chunk, train_population(arch, arch_kwargs, [configs[i] for i in chunk],
+                                                      data, device, start_states)):
                 runs[i] = run
     return runs
 
@@ -137,8 +142,12 @@ class PopulationOptimizer:
 
 
 def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
-                     data: DataSplits, device: torch.device | str = "cpu") -> list[ModelRun]:
-    """Train models that share ``group_key`` as one vectorised population."""
+                     data: DataSplits, device: torch.device | str = "cpu",
+                     initial: np.ndarray | None = None) -> list[ModelRun]:
+    """Train models that share ``group_key`` as one vectorised population.
+
+    ``initial``: flat states [P, params] to start from instead of each seed's initialisation.
+    """
     device = torch.device(device)
     keys = {group_key(c) for c in configs}
     if len(keys) != 1:
@@ -149,6 +158,9 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     layout = Layout.of(template)
     names = [e.name for e in layout.entries]
     params = {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
+    if initial is not None:
+        starts = [layout.unflatten(row) for row in initial]
+        params = {n: torch.stack([s[n] for s in starts]).to(device) for n in names}
     optimizer = PopulationOptimizer(params, configs)
     splits = data.on(device)
     n_models = len(configs)

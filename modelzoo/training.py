@@ -109,11 +109,18 @@ def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opti
 
 
 def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: DataSplits,
-                device: str | torch.device = "cpu") -> ModelRun:
-    """Train one model and return its stored states and metrics."""
+                device: str | torch.device = "cpu", initial: np.ndarray | None = None) -> ModelRun:
+    """Train one model and return its stored states and metrics.
+
+    ``initial``: a flat state [params] to start from instead of the seeded initialisation
+    (fine-tuning); the seed still keys the data order and dropout masks.
+    """
     device = torch.device(device)
-    model = build_model(arch, arch_kwargs, config).to(device)
+    model = build_model(arch, arch_kwargs, config)
     layout = Layout.of(model)
+    if initial is not None:
+        model.load_state_dict(layout.unflatten(initial), strict=False)
+    model = model.to(device)
     splits = data.on(device)
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)

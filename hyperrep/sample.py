@@ -1,0 +1,345 @@
+"""Sampling unseen weights from a hyper-representation and judging them against trained baselines.
+
+Path: embeddings of the run's training-split states -> a sampler draws latents [n, L] -> decoder ->
+tokens [n, T, S] -> flat weights [n, P] with the layer-wise normalisation undone -> BatchNorm
+statistics recalibrated on training images (architectures that have them) -> real models, evaluated
+zero-shot (fine-tuning epoch 0) and fine-tuned for K epochs. The same is done for the baselines:
+B_T (the architecture from random init, same epochs and data order) and B_F (the zoo's test-split
+models at their last stored epoch, fine-tuned alike).
+
+Samplers (``SAMPLERS``), fitted on the training-split embeddings:
+- ``kde-anchor``: Gaussian KDE on the anchors, the states whose test accuracy is at or above the
+  ``quantile`` of the training states' accuracies (0.7: the top 30 %);
+- ``kde``: Gaussian KDE on all training states;
+- ``uniform``: uniform in the bounding box of all training embeddings (the floor).
+KDE is fitted per latent dimension (as published) or jointly; draws are clipped to the tanh box.
+"""
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.neighbors import KernelDensity
+from torch import nn
+
+from hyperrep.tokenise import detokenise
+from hyperrep.train import ZooTokens, encode_normalised, open_run_tokens
+from modelzoo.archive import ArchiveWriter, shard_ranges
+from modelzoo.data import DataSplits, create_dataset
+from modelzoo.errors import ZooError
+from modelzoo.generate import load_data, train_configs
+from modelzoo.specs import TrainingConfig
+from modelzoo.training import ModelRun, build_model
+from modelzoo.zoo import Zoo
+
+SAMPLERS = ("kde-anchor", "kde", "uniform")
+BASELINES = ("B_T", "B_F")
+SEED_OFFSET = 1_000_000  # fine-tuning seeds (data order) start here, away from zoo seeds
+
+
+@dataclass
+class SampleConfig:
+    """What ``hyperrep sample`` draws and how the draws are judged."""
+
+    n: int = 10  # models kept per sampler (and per baseline)
+    samplers: tuple[str, ...] = SAMPLERS
+    quantile: float = 0.7  # anchors: training states with test accuracy >= this quantile
+    bandwidth: float | str = 0.002  # KDE bandwidth on the latents, or "scott" / "silverman"
+    joint: bool = False  # KDE over the whole latent vector instead of per dimension
+    finetune_epochs: int = 0
+    keep_best: int | None = None  # keep the best k of the n draws (zero-shot validation accuracy)
+    datasets: list[str] = field(default_factory=list)  # extra data sets for transfer
+    seed: int = 0
+
+    def __post_init__(self):
+        bad = [s for s in self.samplers if s not in SAMPLERS]
+        if bad:
+            raise ZooError(f"--sampler {bad[0]}: choose from {', '.join(SAMPLERS)}")
+        if not 0 <= self.quantile < 1:
+            raise ZooError(f"--quantile {self.quantile}: must be in [0, 1)")
+        if self.n < 1 or self.finetune_epochs < 0:
+            raise ZooError("--n must be >= 1 and --finetune-epochs >= 0")
+        if self.keep_best is not None and not 1 <= self.keep_best <= self.n:
+            raise ZooError(f"--keep-best {self.keep_best}: must be between 1 and --n ({self.n})")
+        if isinstance(self.bandwidth, str) and self.bandwidth not in ("scott", "silverman"):
+            raise ZooError(f"--bandwidth {self.bandwidth}: a positive number, scott or silverman")
+        if not isinstance(self.bandwidth, str) and not self.bandwidth > 0:
+            raise ZooError(f"--bandwidth {self.bandwidth}: must be positive")
+
+
+# -- samplers ------------------------------------------------------------------------------------
+def anchor_rows(accuracy: np.ndarray, rows: np.ndarray, quantile: float) -> np.ndarray:
+    """The rows (of ``rows``) whose accuracy is at or above the ``quantile`` of theirs."""
+    threshold = np.quantile(accuracy[rows], quantile)
+    return rows[accuracy[rows] >= threshold]
+
+
+def draw_latents(sampler: str, fit_on: np.ndarray, box: np.ndarray, n: int,
+                 bandwidth: float | str, joint: bool, seed: int) -> np.ndarray:
+    """``n`` latents [n, L] from ``sampler`` fitted on ``fit_on`` [N, L]; ``box`` [N', L] bounds
+    the uniform sampler. Same arguments, same draws."""
+    rng = np.random.default_rng(seed)
+    if sampler == "uniform":
+        return rng.uniform(box.min(0), box.max(0), (n, box.shape[1])).astype(np.float32)
+    if joint:
+        draws = KernelDensity(bandwidth=bandwidth).fit(fit_on).sample(n, random_state=seed)
+    else:
+        seeds = rng.integers(0, 2**31 - 1, fit_on.shape[1])
+        draws = np.stack([KernelDensity(bandwidth=bandwidth).fit(fit_on[:, [d]])
+                          .sample(n, random_state=int(seeds[d]))[:, 0]
+                          for d in range(fit_on.shape[1])], axis=1)
+    return np.clip(draws, -1.0, 1.0).astype(np.float32)
+
+
+# -- decoding ------------------------------------------------------------------------------------
+@torch.no_grad()
+def decode_latents(model: nn.Module, latents: np.ndarray, data: ZooTokens,
+                   device: str = "cpu", batch: int = 256) -> np.ndarray:
+    """Latents [n, L] -> flat weights float32 [n, P] in the zoo's units (normalisation undone)."""
+    positions = data.tokens.positions.to(device)
+    scale = data.layer_scale[data.param_layer]
+    out = []
+    for chunk in torch.from_numpy(latents).split(batch):
+        tokens = model.decode(chunk.to(device), positions).float().cpu()
+        out.append(detokenise(tokens, data.tokens, data.zoo.n_params) * scale)
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, batch: int = 256) -> bool:
+    """Reset every BatchNorm's running statistics to those of ``images`` passed through the
+    network in train mode: the average over batches of each batch's mean and (unbiased) variance,
+    exact for one batch. Returns False (and changes nothing) without BatchNorm."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes
+    net.train()
+    for xb in images.split(batch):
+        net(xb)
+    net.eval()
+    return True
+
+
+def recalibrated(zoo: Zoo, config: TrainingConfig, flat: np.ndarray, images: torch.Tensor) -> np.ndarray:
+    """Flat states [n, P] with BatchNorm statistics recalibrated (unchanged without BatchNorm)."""
+    arch = zoo.manifest["architecture"]
+    net = build_model(arch["name"], arch["kwargs"], config)
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        return flat
+    out = flat.copy()
+    for i, row in enumerate(flat):
+        net.load_state_dict(zoo.layout.unflatten(row), strict=False)
+        recalibrate_batchnorm(net, images)
+        out[i] = zoo.layout.flatten(net.state_dict())
+    return out
+
+
+def reconstruct(run: Path, zoo_path: Path, models: list[int], epoch: int,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(stored flat states [m, P], decode(encode(state)) [m, P]) of ``models`` at ``epoch``."""
+    model, data, _ = open_run_tokens(run, zoo_path, device)
+    with data.zoo as zoo:
+        original = np.stack([zoo.flat(m, epoch) for m in models])
+        normalised = torch.from_numpy(original) / data.layer_scale[data.param_layer]
+        latent = encode_normalised(model, normalised, data.tokens, device)
+        return original, decode_latents(model, latent, data, device)
+
+
+# -- judging -------------------------------------------------------------------------------------
+def base_config(zoo: Zoo, models: np.ndarray) -> TrainingConfig:
+    """The most common training config (seed aside) among ``models``: what samples are loaded
+    into and fine-tuned with."""
+    counts = Counter(json.dumps({k: v for k, v in zoo.manifest["models"][int(m)]["config"].items()
+                                 if k != "seed"}, sort_keys=True) for m in models)
+    return TrainingConfig.model_validate(json.loads(counts.most_common(1)[0][0]))
+
+
+def finetune_configs(configs: list[TrainingConfig], epochs: int, seeds: list[int]) -> list[TrainingConfig]:
+    """Copies trained for ``epochs`` with every epoch stored and ``seeds`` (data order)."""
+    return [c.model_copy(update={"epochs": epochs, "save_epochs": None, "seed": s})
+            for c, s in zip(configs, seeds)]
+
+
+def accuracy_curves(runs: list[ModelRun]) -> list[list[float]]:
+    """Test accuracy [epoch][model] of fine-tuned runs (epoch 0 = before fine-tuning)."""
+    return np.stack([r.metrics["test_acc"] for r in runs], axis=1).tolist()
+
+
+def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str = "cpu",
+           data_root: Path | None = None,
+           on_step: Callable[[str], None] | None = None) -> dict:
+    """Draw, decode, judge and write: ``out`` becomes an archive of the sampled models (states =
+    fine-tuning epochs 0..K on the zoo's data set, factor ``sampler``) with per-model safetensors,
+    ``report.json``, ``report.md`` and ``report.png``. Returns the report.
+
+    Everything is written under a hidden sibling folder and renamed into ``out`` at the end.
+    """
+    from modelzoo.export import export_safetensors
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ZooError(f"{out} exists and is not empty; choose a new --out")
+    say = on_step or (lambda _msg: None)
+    say("embedding the zoo")
+    model, data, run_config = open_run_tokens(run, zoo_path, device)
+    partial = out.parent / f".{out.name}.partial"
+    with data.zoo as zoo:
+        spec = zoo.spec
+        own = load_data(spec, data_root)
+        data_sets = {spec.dataset.name: own}
+        for name in cfg.datasets:
+            data_sets[name] = _transfer_data(name, data_root, own)
+        embedding = encode_normalised(model, data.normalised(slice(None)), data.tokens, device)
+        accuracy = zoo.metadata.set_index(["model", "epoch"]).loc[
+            list(zip(data.models.tolist(), data.sample_epochs.tolist())), "test_acc"].to_numpy()
+        train_rows = np.nonzero(np.isin(data.models, run_config["splits"]["train"]))[0]
+        anchors = anchor_rows(accuracy, train_rows, cfg.quantile)
+        base = base_config(zoo, np.unique(data.models[anchors]))
+        fit_on = {"kde-anchor": embedding[anchors], "kde": embedding[train_rows],
+                  "uniform": embedding[train_rows]}
+        sampled: dict[str, np.ndarray] = {}
+        for i, name in enumerate(cfg.samplers):
+            say(f"drawing {name}")
+            latents = draw_latents(name, fit_on[name], embedding[train_rows], cfg.n,
+                                   cfg.bandwidth, cfg.joint, cfg.seed * 1000 + i)
+            flat = recalibrated(zoo, base, decode_latents(model, latents, data, device),
+                                own.train.x)
+            if cfg.keep_best is not None:
+                flat = _best_on_val(spec, base, flat, own, device, cfg.keep_best)
+            sampled[name] = flat
+        n_kept = cfg.keep_best or cfg.n
+        seeds = [SEED_OFFSET + cfg.seed * 10_000 + i for i in range(n_kept)]
+        test_models = [int(m) for m in run_config["splits"]["test"][:n_kept]]
+        finals = np.stack([zoo.flat(m, zoo.epochs[-1]) for m in test_models])
+        methods = {name: ([base] * n_kept, flat) for name, flat in sampled.items()}
+        methods["B_T"] = ([base] * n_kept, None)
+        methods["B_F"] = ([zoo.config(m) for m in test_models], finals)
+        accuracies: dict[str, dict[str, list]] = {}
+        sample_runs: list[ModelRun] = []
+        for set_name, split_data in data_sets.items():
+            accuracies[set_name] = {}
+            for name, (configs, initial) in methods.items():
+                say(f"{set_name}: {name}, {cfg.finetune_epochs} fine-tuning epochs")
+                runs = train_configs(spec, finetune_configs(configs, cfg.finetune_epochs, seeds),
+                                     split_data, device, initial=initial)
+                accuracies[set_name][name] = accuracy_curves(runs)
+                if split_data is own and name in sampled:
+                    sample_runs.extend(runs)
+        report = {
+            "zoo": str(zoo_path), "run": str(run), "n": n_kept, "drawn_per_sampler": cfg.n,
+            "selection": (f"best {cfg.keep_best} of {cfg.n} by zero-shot validation accuracy"
+                          if cfg.keep_best else "none"),
+            "samplers": list(cfg.samplers), "quantile": cfg.quantile, "bandwidth": cfg.bandwidth,
+            "kde": "joint" if cfg.joint else "per-dimension",
+            "finetune_epochs": cfg.finetune_epochs, "seed": cfg.seed,
+            "anchors": int(len(anchors)), "anchors_mean_acc": float(accuracy[anchors].mean()),
+            "base_config": base.model_dump(mode="json"),
+            "accuracy": accuracies,
+            "summary": {s: {m: {"mean": np.mean(v, axis=1).tolist(),
+                                "std": np.std(v, axis=1).tolist()} for m, v in per_method.items()}
+                        for s, per_method in accuracies.items()},
+        }
+        say("writing the archive")
+        shutil.rmtree(partial, ignore_errors=True)
+        _write_archive(partial, zoo, base, seeds, cfg, sample_runs, report)
+    export_safetensors(partial)
+    (partial / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (partial / "report.md").write_text(report_table(report) + "\n")
+    plot_report(report, partial / "report.png")
+    if out.exists():
+        out.rmdir()
+    os.replace(partial, out)
+    return report
+
+
+def _transfer_data(name: str, data_root: Path | None, own: DataSplits) -> DataSplits:
+    other = create_dataset(name, root=data_root)
+    if other.input_shape != own.input_shape or len(other.classes) != len(own.classes):
+        raise ZooError(f"--dataset {name}: inputs {other.input_shape} x {len(other.classes)} "
+                       f"classes do not fit the zoo's {own.input_shape} x {len(own.classes)}")
+    return other
+
+
+def _best_on_val(spec, base: TrainingConfig, flat: np.ndarray, data: DataSplits, device: str,
+                 k: int) -> np.ndarray:
+    """The ``k`` states with the best zero-shot accuracy on the validation split."""
+    runs = train_configs(spec, finetune_configs([base] * len(flat), 0, range(len(flat))), data,
+                         device, initial=flat)
+    order = np.argsort([-r.metrics["val_acc"][0] for r in runs], kind="stable")
+    return flat[np.sort(order[:k])]
+
+
+def _write_archive(root: Path, zoo: Zoo, base: TrainingConfig, seeds: list[int],
+                   cfg: SampleConfig, runs: list[ModelRun], report: dict) -> None:
+    models, index = [], 0
+    for sampler in cfg.samplers:
+        for s in seeds:
+            config = base.model_copy(update={"epochs": cfg.finetune_epochs, "save_epochs": None,
+                                             "seed": s})
+            models.append({"index": index, "config": config.model_dump(mode="json"),
+                           "factors": {"sampler": sampler}})
+            index += 1
+    fingerprint = json.dumps([zoo.manifest["fingerprint"], report["run"], report["samplers"],
+                              report["n"], report["bandwidth"], report["seed"]])
+    writer = ArchiveWriter.create(root, {
+        "name": f"{zoo.name}-samples", "fingerprint": fingerprint, "spec": zoo.manifest["spec"],
+        "architecture": zoo.manifest["architecture"], "n_params": zoo.n_params,
+        "layout": zoo.manifest["layout"], "epochs": list(range(cfg.finetune_epochs + 1)),
+        "factors": ["sampler"], "models": models, "shard_size": 100,
+        "source": {"kind": "hyperrep-samples", "zoo": zoo.name, "run": report["run"],
+                   "epochs": "fine-tuning epochs (0 = decoded, zero-shot)"}})
+    for start, stop in shard_ranges(len(models), 100):
+        writer.write_shard(start, stop, runs[start:stop])
+    writer.finalize()
+
+
+# -- reporting -----------------------------------------------------------------------------------
+def report_table(report: dict) -> str:
+    """Markdown table: mean +- std test accuracy per method and fine-tuning epoch, per data set."""
+    lines = [f"anchors: {report['anchors']} states, mean test accuracy "
+             f"{report['anchors_mean_acc']:.3f}; n = {report['n']} per method "
+             f"({report['selection']}); KDE {report['kde']}, bandwidth {report['bandwidth']}"]
+    for data_set, methods in report["summary"].items():
+        epochs = len(next(iter(methods.values()))["mean"])
+        lines += ["", f"test accuracy on {data_set}:", "",
+                  "| method | " + " | ".join(f"epoch {e}" for e in range(epochs)) +
+                  " | epoch 0 / anchors |",
+                  "|---" * (epochs + 2) + "|"]
+        for name, s in methods.items():
+            cells = [f"{m:.3f} ± {d:.3f}" for m, d in zip(s["mean"], s["std"])]
+            ratio = s["mean"][0] / report["anchors_mean_acc"]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.0%} |")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """Mean test accuracy (+- std) against fine-tuning epoch, one panel per data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(report["summary"])
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    for ax, data_set in zip(axes[0], sets):
+        for name, s in report["summary"][data_set].items():
+            mean, std = np.array(s["mean"]), np.array(s["std"])
+            epochs = np.arange(len(mean))
+            ax.plot(epochs, mean, marker="o", label=name)
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.15)
+        if data_set == sets[0]:
+            ax.axhline(report["anchors_mean_acc"], color="k", ls="--", lw=1, label="anchors")
+        ax.set(title=data_set, xlabel="fine-tuning epoch", ylabel="test accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,155 @@
+"""hyperrep sample: seeded samplers, decoding that keeps a model's function, BatchNorm recalibration,
+fine-tuning from given weights, and the CLI writing a valid archive plus a report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hyperrep.sample import (anchor_rows, decode_latents, draw_latents, recalibrate_batchnorm,
+                             reconstruct)
+from hyperrep.train import TrainConfig, open_run_tokens, train
+from modelzoo import open_zoo
+from modelzoo.generate import generate, load_data, train_configs
+from modelzoo.specs import parse_spec
+from tests.conftest import run_cli, tetris_spec
+
+# Reconstruction-heavy small autoencoder: enough to decode Tetris MLPs that still classify.
+SMALL = dict(epochs=60, batch_size=32, d_model=64, heads=2, encoder_blocks=1, decoder_blocks=1,
+             latent=64, proj_dim=8, permutations=120, lr=2e-3, gamma=0.0, noise=0.0, erase_p=0.0)
+# decode(encode(model)) keeps test accuracy within this (fraction points, mean over models)
+RECONSTRUCTION_BOUND = 0.10
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sz") / "zoo"
+    spec = tetris_spec(name="tetris-seed-test",
+                       training={"epochs": 4, "batch_size": 10, "optimizer": "adam", "lr": 0.01,
+                                 "save_epochs": [0, 2, 4]},
+                       factors={"seed": {"range": [1, 41]}})
+    generate(parse_spec(spec), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("srun") / "run"
+    train(zoo, out, TrainConfig(**SMALL, zoo_epochs=[2, 4]))
+    return out
+
+
+def test_samplers_are_seeded_and_bounded():
+    fit = np.random.default_rng(0).uniform(-0.9, 0.9, (30, 8)).astype(np.float32)
+    for sampler in ("kde-anchor", "kde", "uniform"):
+        for joint in (False, True):
+            a = draw_latents(sampler, fit, fit, 5, 0.01, joint, seed=3)
+            b = draw_latents(sampler, fit, fit, 5, 0.01, joint, seed=3)
+            c = draw_latents(sampler, fit, fit, 5, 0.01, joint, seed=4)
+            assert a.shape == (5, 8) and np.array_equal(a, b) and not np.array_equal(a, c)
+            assert np.abs(a).max() <= 1.0
+    # per-dimension KDE with a tiny bandwidth draws each coordinate from a training value
+    per_dim = draw_latents("kde", fit, fit, 4, 1e-6, False, seed=0)
+    assert all(np.abs(fit[:, d][:, None] - per_dim[:, d][None]).min(0).max() < 1e-4
+               for d in range(8))
+
+
+def test_anchors_are_the_top_quantile():
+    accuracy = np.arange(20, dtype=float) / 20
+    rows = np.arange(0, 20, 2)  # the training rows
+    anchors = anchor_rows(accuracy, rows, 0.7)
+    assert set(anchors) <= set(rows)
+    assert accuracy[anchors].min() >= np.quantile(accuracy[rows], 0.7)
+    assert len(anchors) == 3
+
+
+def test_batchnorm_recalibration_sets_the_data_statistics():
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+    images = torch.randn(64, 1, 8, 8)
+    net[1].running_mean.fill_(5.0)
+    assert recalibrate_batchnorm(net, images, batch=64)
+    features = net[0](images).detach()
+    assert torch.allclose(net[1].running_mean, features.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(net[1].running_var, features.var((0, 2, 3)), rtol=1e-4)
+    assert recalibrate_batchnorm(net, images, batch=16)  # batches: averaged batch statistics
+    assert torch.allclose(net[1].running_mean, features.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(net[1].running_var, features.var((0, 2, 3)), rtol=1e-2)
+    assert not net.training
+    assert not recalibrate_batchnorm(nn.Sequential(nn.Linear(2, 2)), torch.randn(4, 2))
+
+
+def test_finetuning_starts_from_the_given_weights(zoo):
+    z = open_zoo(zoo)
+    spec = z.spec
+    data = load_data(spec)
+    starts = np.stack([z.flat(m, 4) for m in (0, 1, 2)])
+    configs = [z.config(m).model_copy(update={"epochs": 1, "save_epochs": None}) for m in (0, 1, 2)]
+    pop = train_configs(spec, configs, data, initial=starts)
+    alone = train_configs(spec, configs, data, population_size=1, initial=starts)
+    stored = z.metadata.set_index(["model", "epoch"])
+    for m, p, a in zip((0, 1, 2), pop, alone):
+        assert np.array_equal(p.states[0], starts[m])  # epoch 0 = the given state
+        assert p.metrics["test_acc"][0] == pytest.approx(stored.loc[(m, 4), "test_acc"], abs=1e-6)
+        assert np.abs(p.states[1] - a.states[1]).max() < 1e-5
+        assert not np.array_equal(p.states[1], p.states[0])
+    z.close()
+
+
+def test_decode_of_encode_keeps_accuracy(zoo, run):
+    models = list(range(40))
+    original, decoded = reconstruct(run, zoo, models, 4)
+    z = open_zoo(zoo)
+    data = load_data(z.spec)
+    configs = [z.config(m).model_copy(update={"epochs": 0, "save_epochs": None}) for m in models]
+    acc_orig = [r.metrics["test_acc"][0] for r in train_configs(z.spec, configs, data,
+                                                                  initial=original)]
+    acc_dec = [r.metrics["test_acc"][0] for r in train_configs(z.spec, configs, data,
+                                                                 initial=decoded)]
+    z.close()
+    drop = float(np.mean(acc_orig) - np.mean(acc_dec))
+    assert np.mean(acc_orig) > 0.6
+    assert drop <= RECONSTRUCTION_BOUND, (np.mean(acc_orig), np.mean(acc_dec))
+
+
+def test_decoded_latents_have_the_zoo_shape(zoo, run):
+    model, data, _ = open_run_tokens(run, zoo)
+    flat = decode_latents(model, np.zeros((3, 64), np.float32), data)
+    data.zoo.close()
+    assert flat.shape == (3, 100) and np.isfinite(flat).all()
+
+
+def test_cli_sample_writes_a_valid_archive_and_report(zoo, run, tmp_path):
+    out = tmp_path / "samples"
+    result = run_cli("cli.hyperrep", "sample", str(run), str(zoo), "--n", "4", "--out", str(out),
+                     "--finetune-epochs", "1", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "B_T" in result.stdout and "kde-anchor" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert 0 < report["anchors_mean_acc"] <= 1
+    accuracy = report["accuracy"]["tetris"]
+    assert set(accuracy) == {"kde-anchor", "kde", "uniform", "B_T", "B_F"}
+    assert all(np.array(v).shape == (2, 4) for v in accuracy.values())  # epochs 0..1 x models
+    assert (out / "report.png").stat().st_size > 0
+    samples = open_zoo(out)
+    assert len(samples) == 12 and samples.epochs == [0, 1]
+    assert sorted(samples.metadata["sampler"].unique()) == ["kde", "kde-anchor", "uniform"]
+    table = samples.metadata.set_index(["sampler", "epoch"])["test_acc"]
+    assert np.allclose(np.sort(table.loc[("kde-anchor", 0)].to_numpy()),
+                       np.sort(accuracy["kde-anchor"][0]))
+    samples.close()
+    assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
+    assert len(list((out / "safetensors").glob("*.safetensors"))) == 12
+    again = run_cli("cli.hyperrep", "sample", str(run), str(zoo), "--n", "4", "--out", str(out))
+    assert again.returncode == 2 and again.stderr.startswith("error:")
+
+
+def test_cli_sample_rejects_bad_options(zoo, run, tmp_path):
+    for args in (["--sampler", "gan"], ["--quantile", "1.5"], ["--keep-best", "9"],
+                 ["--bandwidth", "wide"], ["--dataset", "tetris-nope"]):
+        result = run_cli("cli.hyperrep", "sample", str(run), str(zoo), "--n", "4", "--out",
+                         str(tmp_path / "x"), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+        assert not (tmp_path / "x").exists()
