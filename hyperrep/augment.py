@@ -38,25 +38,49 @@ class PermutationPlan:
             return None
         return torch.arange(entry.offset, entry.offset + entry.size).view(entry.shape)
 
+    def unit_counts(self) -> list[int]:
+        """Number of permutable units of each link's producer."""
+        return [self.entries[f"{producer}.weight"].shape[0] for producer, _, _ in self.links]
+
+    def gather_index(self, perms: list[torch.Tensor]) -> torch.Tensor:
+        """Gather index int64 [P] that puts unit ``perms[l][i]`` of link l's producer at position i."""
+        index = torch.arange(self.layout.size)
+        for (producer, consumer, block), perm in zip(self.links, perms):
+            units = len(perm)
+            for name in (f"{producer}.weight", f"{producer}.bias"):
+                view = self._view(name)
+                if view is not None:
+                    index[view.reshape(units, -1).reshape(-1)] = index[view[perm].reshape(-1)]
+            cons = self._view(f"{consumer}.weight")
+            cols = cons.reshape(cons.shape[0], units, block, -1)
+            index[cols.reshape(-1)] = index[cols[:, perm].reshape(-1)]
+        return index
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` random permutations as gather indices int64 [n, P]: ``flat[:, idx]`` permutes."""
-        out = []
-        for _ in range(n):
-            index = torch.arange(self.layout.size)
-            for producer, consumer, block in self.links:
-                weight = self._view(f"{producer}.weight")
-                units = weight.shape[0]
-                perm = torch.randperm(units, generator=generator)
-                for name in (f"{producer}.weight", f"{producer}.bias"):
-                    view = self._view(name)
-                    if view is not None:
-                        index[view.reshape(units, -1).reshape(-1)] = \
-                            index[view[perm].reshape(-1)]
-                cons = self._view(f"{consumer}.weight")
-                cols = cons.reshape(cons.shape[0], units, block, -1)
-                index[cols.reshape(-1)] = index[cols[:, perm].reshape(-1)]
-            out.append(index)
-        return torch.stack(out)
+        counts = self.unit_counts()
+        if n == 0:
+            return torch.zeros((0, self.layout.size), dtype=torch.int64)
+        return torch.stack([self.gather_index([torch.randperm(units, generator=generator)
+                                               for units in counts]) for _ in range(n)])
+
+    def producer_rows(self, flat: torch.Tensor, link: int) -> torch.Tensor:
+        """Incoming weights (and bias) of link ``link``'s producer units: [N, units, fan_in + 1]."""
+        producer = self.links[link][0]
+        weight = self._view(f"{producer}.weight")
+        parts = [flat[:, weight.reshape(weight.shape[0], -1)]]
+        bias = self._view(f"{producer}.bias")
+        if bias is not None:
+            parts.append(flat[:, bias.reshape(-1, 1)])
+        return torch.cat(parts, dim=2)
+
+    def consumer_columns(self, flat: torch.Tensor, link: int) -> torch.Tensor:
+        """Outgoing weights of link ``link``'s producer units (consumer columns): [N, units, k]."""
+        _, consumer, block = self.links[link]
+        cons = self._view(f"{consumer}.weight")
+        units = self.unit_counts()[link]
+        cols = cons.reshape(cons.shape[0], units, block, -1).transpose(0, 1).reshape(units, -1)
+        return flat[:, cols]
 
 
 def random_erase(tokens: torch.Tensor, mask: torch.Tensor, p: float = 0.5,

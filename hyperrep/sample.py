@@ -145,13 +145,15 @@ def recalibrated(zoo: Zoo, config: TrainingConfig, flat: np.ndarray, images: tor
 
 def reconstruct(run: Path, zoo_path: Path, models: list[int], epoch: int,
                 device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(stored flat states [m, P], decode(encode(state)) [m, P]) of ``models`` at ``epoch``."""
+    """(stored flat states [m, P], decode(encode(state)) [m, P]) of ``models`` at ``epoch``.
+
+    For a canonical run the states come back aligned to its reference (the same functions)."""
     model, data, _ = open_run_tokens(run, zoo_path, device)
     with data.zoo as zoo:
-        original = np.stack([zoo.flat(m, epoch) for m in models])
-        normalised = torch.from_numpy(original) / data.layer_scale[data.param_layer]
+        original = data.aligned(torch.from_numpy(np.stack([zoo.flat(m, epoch) for m in models])))
+        normalised = original / data.layer_scale[data.param_layer]
         latent = encode_normalised(model, normalised, data.tokens, device)
-        return original, decode_latents(model, latent, data, device)
+        return original.numpy(), decode_latents(model, latent, data, device)
 
 
 # -- judging -------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Training a hyper-representation on a zoo, with checkpoint/resume, and embedding models with it.
 
 A run directory holds ``config.json`` (training + model config, zoo), ``metrics.jsonl`` (one line per
-epoch), ``checkpoint.pt`` (model + optimizer + epoch, read back with ``weights_only=True``) and
-``model.safetensors`` (final weights; layer scales in its metadata).
+epoch), ``checkpoint.pt`` (model + optimizer + epoch, read back with ``weights_only=True``),
+``model.safetensors`` (final weights; layer scales in its metadata) and, for a canonical run,
+``reference.safetensors`` (the weight-matching reference every model is aligned to).
 """
 
 import json
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save_file
 
 from hyperrep.augment import PermutationPlan, add_noise, random_erase
+from hyperrep.canonical import canonical_reference, match_to_reference
 from hyperrep.losses import combined_loss
 from hyperrep.model import HyperRepresentation, ModelConfig
 from hyperrep.tokenise import TokenMap, build_token_map, tokenise
@@ -36,7 +38,8 @@ class TrainConfig(BaseModel):
     temperature: float = 0.1
     noise: float = 0.05
     erase_p: float = 0.5
-    permutations: int = 500
+    permutations: int = 500  # random function-preserving permutations drawn from (0: none)
+    canonical: bool = False  # align every model to one reference by weight matching first
     zoo_epochs: list[int] | None = None  # stored epochs used as samples; default: all but 0
     token_size: int | None = 64
     d_model: int = 128
@@ -78,6 +81,27 @@ class ZooTokens:
         self.models = np.repeat(zoo.model_ids, len(self.epochs))
         self.sample_epochs = np.tile(self.epochs, len(zoo))
         self.layer_scale: torch.Tensor | None = None
+        self.plan: PermutationPlan | None = None
+        self.reference: torch.Tensor | None = None  # set by canonicalise
+
+    def canonicalise(self, plan: PermutationPlan, reference: torch.Tensor) -> None:
+        """Permute every model (all its epochs alike) to match ``reference`` [P] at its last epoch."""
+        self.plan, self.reference = plan, reference
+        per_model = self.flat.view(-1, len(self.epochs), self.zoo.n_params)
+        index = match_to_reference(plan, per_model[:, -1], reference)
+        self.flat = torch.gather(per_model, 2, index[:, None].expand_as(per_model)) \
+            .reshape(-1, self.zoo.n_params)
+
+    def aligned(self, flat: torch.Tensor) -> torch.Tensor:
+        """Other states [N, P] of this architecture as the run sees them: matched to the run's
+        reference when it is canonical, else unchanged."""
+        if self.reference is None:
+            return flat
+        return torch.gather(flat, 1, match_to_reference(self.plan, flat, self.reference))
+
+    def last_epoch_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The rows among ``rows`` that hold a model's last used epoch."""
+        return rows[self.sample_epochs[rows] == self.epochs[-1]]
 
     def fit_scale(self, rows: np.ndarray) -> None:
         """Per-layer std of the training samples' weights (the layer-wise loss normalisation)."""
@@ -99,9 +123,10 @@ class ZooTokens:
 def make_views(flat: torch.Tensor, tokens: TokenMap, perms: torch.Tensor, cfg: TrainConfig,
                generator: torch.Generator) -> torch.Tensor:
     """One augmented view per sample: permute -> tokenise -> noise -> erase. [B, T, S]."""
-    choice = torch.randint(len(perms), (len(flat),), generator=generator)
-    permuted = torch.gather(flat, 1, perms[choice])
-    view = tokenise(permuted, tokens)
+    if len(perms):
+        choice = torch.randint(len(perms), (len(flat),), generator=generator)
+        flat = torch.gather(flat, 1, perms[choice])
+    view = tokenise(flat, tokens)
     view = add_noise(view, tokens.mask, cfg.noise, generator)
     return random_erase(view, tokens.mask, cfg.erase_p, generator=generator)
 
@@ -146,6 +171,15 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     train_rows, val_rows = data.rows_of(split["train"]), data.rows_of(split["val"])
     if len(train_rows) < 2:
         raise ZooError(f"{zoo_path}: too few models to train on ({len(zoo)} in the zoo)")
+    plan = PermutationPlan(zoo.manifest["architecture"]["name"], zoo.layout)
+    if cfg.canonical:
+        reference_path = run / "reference.safetensors"
+        if reference_path.exists():
+            reference = load_file(str(reference_path))["reference"]
+        else:
+            reference = canonical_reference(plan, data.flat[data.last_epoch_rows(train_rows)])
+            save_file({"reference": reference.float().contiguous()}, str(reference_path))
+        data.canonicalise(plan, reference.float())
     data.fit_scale(train_rows)
     config = {"zoo": str(zoo_path), "zoo_name": zoo.name, "train": cfg.model_dump(),
               "zoo_epochs": data.epochs, "layer_scale": data.layer_scale.tolist(),
@@ -162,7 +196,6 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     config["model"] = model.cfg.to_dict()
     config_path.write_text(json.dumps(config, indent=1) + "\n")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    plan = PermutationPlan(zoo.manifest["architecture"]["name"], zoo.layout)
     perms = plan.sample(cfg.permutations, torch.Generator().manual_seed(cfg.seed))
     start_epoch = 0
     checkpoint = run / "checkpoint.pt"
@@ -249,6 +282,9 @@ def open_run_tokens(run: Path, zoo_path: Path,
         data.zoo.close()
         raise ZooError(f"{zoo_path}: architecture does not match the run's "
                        f"({data.tokens.n_tokens} tokens, run has {model.cfg.n_tokens})")
+    if config["train"].get("canonical"):
+        plan = PermutationPlan(data.zoo.manifest["architecture"]["name"], data.zoo.layout)
+        data.canonicalise(plan, load_file(str(Path(run) / "reference.safetensors"))["reference"])
     data.layer_scale = torch.tensor(config["layer_scale"])
     return model, data, config
 
