@@ -18,11 +18,12 @@ from tests.conftest import run_cli, tetris_spec
 
 # Reconstruction-heavy small autoencoder on canonicalised weights (every model aligned to one
 # reference, no permutation augmentation): enough to decode Tetris MLPs that still classify.
-SMALL = dict(epochs=60, batch_size=32, d_model=64, heads=2, encoder_blocks=1, decoder_blocks=1,
+SMALL = dict(epochs=300, batch_size=32, d_model=64, heads=2, encoder_blocks=1, decoder_blocks=1,
              latent=64, proj_dim=8, permutations=0, canonical=True, lr=2e-3, gamma=0.0, noise=0.0,
              erase_p=0.0)
-# decode(encode(model)) keeps test accuracy within this (fraction points, mean over models)
-RECONSTRUCTION_BOUND = 0.10
+# decode(encode(model)) of the training models keeps their mean test accuracy within this
+# (measured: 0.720 -> 0.705, a drop of 0.015)
+RECONSTRUCTION_BOUND = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_finetuning_starts_from_the_given_weights(zoo):
 
 
 def test_decode_of_encode_keeps_accuracy(zoo, run):
-    models = list(range(40))
+    models = json.loads((run / "config.json").read_text())["splits"]["train"]
     original, decoded = reconstruct(run, zoo, models, 4)
     z = open_zoo(zoo)
     data = load_data(z.spec)
