@@ -21,16 +21,18 @@ def match_to_reference(plan: PermutationPlan, flat: torch.Tensor, reference: tor
     """Gather indices int64 [N, P] that align each model of ``flat`` [N, P] with ``reference`` [P].
 
     ``flat[n, index[n]]`` computes the same function as ``flat[n]`` and has at least its inner
-    product with the reference (each assignment step can only raise it).
+    product with the reference (each assignment step can only raise it). A model's result depends
+    on its weights alone, not on which other models share the call.
     """
     counts = plan.unit_counts()
     ref = reference[None].double()
     indices = []
     for model in flat.double():
         perms = [torch.arange(units) for units in counts]
+        link_order = np.random.default_rng(0)
         for _ in range(iterations):
             changed = False
-            for link in np.random.default_rng(len(indices)).permutation(len(counts)):
+            for link in link_order.permutation(len(counts)):
                 current = model[plan.gather_index(perms)][None]
                 similarity = plan.producer_rows(ref, link)[0] @ plan.producer_rows(current, link)[0].T \
                     + plan.consumer_columns(ref, link)[0] @ plan.consumer_columns(current, link)[0].T

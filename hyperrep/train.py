@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from hyperrep.augment import PermutationPlan, add_noise, random_erase
@@ -30,15 +30,15 @@ class TrainConfig(BaseModel):
     """Everything a run is trained with (``--config`` YAML keys; CLI flags override)."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: int = 40
-    batch_size: int = 64
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(64, ge=2)
     lr: float = 5e-4
     weight_decay: float = 1e-9
     gamma: float = 0.05  # 1: contrastive only (E_c), 0: reconstruction only (E_D); 0.05 as in 2024
     temperature: float = 0.1
     noise: float = 0.05
     erase_p: float = 0.5
-    permutations: int = 500  # random function-preserving permutations drawn from (0: none)
+    permutations: int = Field(500, ge=0)  # random function-preserving permutations drawn from (0: none)
     canonical: bool = False  # align every model to one reference by weight matching first
     zoo_epochs: list[int] | None = None  # stored epochs used as samples; default: all but 0
     token_size: int | None = 64
