@@ -112,8 +112,9 @@ def sample(run: Path = typer.Argument(..., help="run directory"),
            sampler: list[str] = typer.Option(
                ["kde-anchor", "kde", "uniform"], help="kde-anchor, kde or uniform (repeatable)"),
            quantile: float = typer.Option(0.7, help="anchors: test accuracy >= this quantile"),
-           bandwidth: str = typer.Option("0.002", help="KDE bandwidth, or scott / silverman"),
-           joint: bool = typer.Option(False, "--joint", help="joint KDE instead of per dimension"),
+           bandwidth: str = typer.Option("0.2", help="KDE bandwidth, or scott / silverman"),
+           joint: bool = typer.Option(True, "--joint/--per-dimension",
+                                      help="KDE on whole latent vectors, or per dimension"),
            finetune_epochs: int = typer.Option(0, help="fine-tuning epochs after decoding"),
            keep_best: int | None = typer.Option(
                None, help="keep the best K of the n draws by zero-shot validation accuracy"),

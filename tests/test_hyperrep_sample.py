@@ -134,6 +134,9 @@ def test_cli_sample_writes_a_valid_archive_and_report(zoo, run, tmp_path):
     accuracy = report["accuracy"]["tetris"]
     assert set(accuracy) == {"kde-anchor", "kde", "uniform", "B_T", "B_F"}
     assert all(np.array(v).shape == (2, 4) for v in accuracy.values())  # epochs 0..1 x models
+    distance = report["nearest_train_distance"]
+    assert set(distance) == {"kde-anchor", "kde", "uniform", "B_F"}
+    assert all(len(v) == 4 and min(v) > 0 for v in distance.values())
     assert (out / "report.png").stat().st_size > 0
     samples = open_zoo(out)
     assert len(samples) == 12 and samples.epochs == [0, 1]
