@@ -137,6 +137,29 @@ def export(root: Path = typer.Argument(..., help="archive directory")):
     print(f"exported {len(files)} safetensors files to {root / 'safetensors'}")
 
 
+@app.command("import")
+@user_errors
+def import_(path: Path = typer.Argument(..., help="the published zoo's folder"),
+            format: str = typer.Option(..., "--format", help="modelzoos or unterthiner"),
+            out: Path = typer.Option(..., "--out", help="new folder for the archive"),
+            dataset: str | None = typer.Option(
+                None, help="the zoo's data set, when the folder does not say (e.g. mnist)"),
+            name: str | None = typer.Option(None, help="zoo name (default: the folder's name)")):
+    """Convert a published zoo (Model Zoos Ray Tune folders, or Unterthiner et al.'s matrices)."""
+    from modelzoo.importers import import_zoo
+    from modelzoo.zoo import open_zoo
+
+    import_zoo(path, format, out, dataset, name)
+    with open_zoo(out) as zoo:
+        source = zoo.manifest["source"]
+        print(f"imported {len(zoo)} models x {len(zoo.epochs)} states ({zoo.manifest['architecture']['name']}, "
+              f"{zoo.n_params:,} parameters) into {out}")
+        if source["unmapped"]:
+            print(f"kept as factors only (not valid training settings here): {', '.join(source['unmapped'])}")
+        if source["dropped_epochs"]:
+            print(f"epochs not stored for every model, left out: {source['dropped_epochs']}")
+
+
 def main() -> None:
     app()
 

@@ -145,24 +145,40 @@ class CNNLarge(ZooModel):
 class UnterthinerCNN(ZooModel):
     """Unterthiner et al. (2020): 3 x Conv(16, k3, stride 2) -> global average pool -> Dense(10).
 
-    4,970 parameters on one input channel. 'same'-style padding 1 (TensorFlow's 'same' pads
-    asymmetrically for stride 2; the parameter count and tokens are unaffected).
+    4,970 parameters on one input channel. Padding 1 on every side by default; ``tf_padding=True``
+    pads as TensorFlow's 'same' does (the extra row / column at the bottom / right when the total
+    is odd), which imported Unterthiner models need to compute their original function. The
+    parameter count and tokens are the same either way.
     """
 
     def __init__(self, in_channels=1, num_classes=10, filters=16, activation="relu", dropout=0.0,
-                 init="uniform", bias_init=0.01):
+                 init="uniform", bias_init=0.01, tf_padding=False):
         super().__init__(activation, dropout, init, bias_init)
-        self.conv1 = nn.Conv2d(in_channels, filters, 3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(filters, filters, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(filters, filters, 3, stride=2, padding=1)
+        self.tf_padding = tf_padding
+        padding = 0 if tf_padding else 1
+        self.conv1 = nn.Conv2d(in_channels, filters, 3, stride=2, padding=padding)
+        self.conv2 = nn.Conv2d(filters, filters, 3, stride=2, padding=padding)
+        self.conv3 = nn.Conv2d(filters, filters, 3, stride=2, padding=padding)
         self.fc = nn.Linear(filters, num_classes)
         self.drops = nn.ModuleList(self.drop(i) for i in range(3))
         self.reset_parameters()
 
     def forward(self, x, dropout_key=None, dropout_p=None):
         for conv, drop in zip((self.conv1, self.conv2, self.conv3), self.drops):
+            if self.tf_padding:
+                x = F.pad(x, tf_same_padding(x.shape[-2:], kernel=3, stride=2))
             x = drop(self.act(conv(x)), dropout_key, dropout_p)
         return F.log_softmax(self.fc(x.mean(dim=(2, 3))), dim=-1)
+
+
+def tf_same_padding(size: tuple[int, int], kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding of TensorFlow's 'same' for an input of ``size`` (H, W):
+    output ceil(size / stride), the odd pixel of the total padding after the input."""
+    pads = []
+    for n in reversed(tuple(size)):
+        total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
 
 
 class BasicBlock(nn.Module):

@@ -197,6 +197,7 @@ def validate_archive(root: str | Path) -> list[str]:
         return [str(exc)]
     problems = []
     n_states, n_params = len(manifest["epochs"]), manifest["n_params"]
+    unrecorded = set(manifest.get("unrecorded_metrics", []))  # imported: NaN = not recorded
     covered = []
     for shard in manifest["shards"]:
         path = root / shard["file"]
@@ -222,7 +223,7 @@ def validate_archive(root: str | Path) -> list[str]:
                     values = f[f"metrics/{metric}"][()]
                     if values.shape != expected[:2]:
                         problems.append(f"{shard['file']}: metrics/{metric} shape {values.shape}")
-                    elif np.isnan(values).any():
+                    elif np.isnan(values).any() and metric not in unrecorded:
                         problems.append(f"{shard['file']}: metrics/{metric} has NaN")
                 if not np.array_equal(f["model_ids"][()], np.arange(start, stop)):
                     problems.append(f"{shard['file']}: model_ids do not match the manifest")
