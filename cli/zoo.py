@@ -137,6 +137,37 @@ def export(root: Path = typer.Argument(..., help="archive directory")):
     print(f"exported {len(files)} safetensors files to {root / 'safetensors'}")
 
 
+@app.command()
+@user_errors
+def upload(root: Path = typer.Argument(..., help="archive directory"),
+           repo_id: str = typer.Argument(..., help="dataset repo on the Hub, e.g. user/mnist-seed"),
+           private: bool = typer.Option(False, "--private", help="create the repo private"),
+           revision: str | None = typer.Option(None, help="branch to commit to (default main)")):
+    """Upload a complete zoo with a generated dataset card (token: HF_TOKEN or hf auth login)."""
+    from modelzoo.hub import upload_zoo
+
+    url = upload_zoo(root, repo_id, private, revision)
+    print(f"uploaded {root} to {repo_id}: {url}")
+
+
+@app.command()
+@user_errors
+def download(repo_id: str = typer.Argument(..., help="dataset repo on the Hub"),
+             out: Path = typer.Option(..., "--out", help="new folder for the archive"),
+             revision: str | None = typer.Option(None, help="branch, tag or commit"),
+             include: list[str] = typer.Option(
+                 [], help="only files matching this pattern (repeatable), e.g. 'shards/shard-00000.h5'")):
+    """Download a zoo through the Hub cache (resumable, offline with HF_HUB_OFFLINE=1), verified."""
+    from modelzoo.hub import download_zoo
+    from modelzoo.zoo import open_zoo
+
+    download_zoo(repo_id, out, revision, include or None)
+    with open_zoo(out) as zoo:
+        state = "complete" if zoo.complete else "partial (--include)"
+        print(f"downloaded {repo_id} to {out}: {len(zoo)} models x {len(zoo.epochs)} states, "
+              f"{state}, checksums match")
+
+
 @app.command("import")
 @user_errors
 def import_(path: Path = typer.Argument(..., help="the published zoo's folder"),

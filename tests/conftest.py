@@ -1,5 +1,6 @@
 """Shared fixtures: tiny specs and zoos generated once per session on offline data."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,11 @@ def tetris_spec(**overrides) -> dict:
     return spec
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m cli.<tool> args`` and capture its output."""
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m cli.<tool> args`` and capture its output (``env`` adds variables)."""
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")
