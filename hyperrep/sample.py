@@ -9,7 +9,9 @@ models at their last stored epoch, fine-tuned alike).
 
 Samplers (``SAMPLERS``), fitted on the training-split embeddings:
 - ``kde-anchor``: Gaussian KDE on the anchors, the states whose test accuracy is at or above the
-  ``quantile`` of the training states' accuracies (0.7: the top 30 %);
+  ``quantile`` of the training states' accuracies (0.7: the top 30 %) and whose model has the
+  configuration the samples are loaded into (the most common one among the top states, seed aside;
+  in a Seed zoo that is every model);
 - ``kde``: Gaussian KDE on all training states;
 - ``uniform``: uniform in the bounding box of all training embeddings (the floor).
 KDE is fitted jointly on the latent vectors (default) or per latent dimension (as published in 2022,
@@ -177,6 +179,12 @@ def base_config(zoo: Zoo, models: np.ndarray) -> TrainingConfig:
     return TrainingConfig.model_validate(json.loads(counts.most_common(1)[0][0]))
 
 
+def same_config(config: TrainingConfig, base: TrainingConfig) -> bool:
+    """Whether ``config`` is ``base`` up to the seed (and the stored epochs)."""
+    ignore = {"seed", "save_epochs"}
+    return config.model_dump(exclude=ignore) == base.model_dump(exclude=ignore)
+
+
 def finetune_configs(configs: list[TrainingConfig], epochs: int, seeds: list[int]) -> list[TrainingConfig]:
     """Copies trained for ``epochs`` with every epoch stored and ``seeds`` (data order)."""
     return [c.model_copy(update={"epochs": epochs, "save_epochs": None, "seed": s})
@@ -218,6 +226,7 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         train_rows = np.nonzero(np.isin(data.models, run_config["splits"]["train"]))[0]
         anchors = anchor_rows(accuracy, train_rows, cfg.quantile)
         base = base_config(zoo, np.unique(data.models[anchors]))
+        anchors = anchors[[same_config(zoo.config(int(m)), base) for m in data.models[anchors]]]
         fit_on = {"kde-anchor": embedding[anchors], "kde": embedding[train_rows],
                   "uniform": embedding[train_rows]}
         sampled: dict[str, np.ndarray] = {}
