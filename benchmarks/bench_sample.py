@@ -16,12 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 SPEC = "zoo_specs/digits-seed.yaml"
-# Reconstruction-first autoencoder on canonicalised weights (see BENCHMARKS.md for the figures).
-HYPERREP = {"lr": 1e-3, "latent": 128, "gamma": 0.05, "canonical": True, "permutations": 0,
-            "erase_p": 0.0, "noise": 0.02}
+CONFIG = "hyperrep_configs/sampling.yaml"  # reconstruction-first, canonicalised weights
 
 
 def timed(*args: str) -> float:
@@ -41,13 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     run = Path(args.run)
     zoo, rep, samples = run / "zoo", run / "hyperrep", run / "samples"
-    run.mkdir(parents=True, exist_ok=True)
-    config = run / "hyperrep.yaml"
-    config.write_text(yaml.safe_dump({**HYPERREP, "epochs": args.epochs}))
     times = {"generate": timed("cli.zoo", "generate", SPEC, "--out", str(zoo), "--device",
                                args.device)}
     times["train"] = timed("cli.hyperrep", "train", str(zoo), "--out", str(rep), "--config",
-                           str(config), "--device", args.device)
+                           CONFIG, "--epochs", str(args.epochs), "--device", args.device)
     shutil.rmtree(samples, ignore_errors=True)
     sample = ["cli.hyperrep", "sample", str(rep), str(zoo), "--n", str(args.n), "--out",
               str(samples), "--finetune-epochs", "1", "--bandwidth", args.bandwidth, "--device",

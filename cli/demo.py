@@ -2,16 +2,19 @@
 
     python -m cli.demo --run runs/demo
 
-Each step is the command a user would type; the demo stops at the first that fails.
+Each step is the command a user would type; the demo stops at the first that fails. It ends with
+the sampling report: unseen models decoded from a canonical hyper-representation against B_T / B_F.
 """
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 SPEC = "zoo_specs/demo-digits.yaml"
+SAMPLING_CONFIG = "hyperrep_configs/demo-sampling.yaml"
 
 
 def step(title: str, *args: str) -> None:
@@ -36,6 +39,12 @@ def main() -> None:
          str(run / "hyperrep"))
     step("probe it against W and S(W)", "cli.hyperrep", "probe", str(run / "hyperrep"), str(zoo),
          "--json", str(run / "probes.json"), "--plot", str(run / "plots"))
+    step("train a canonical hyper-representation to sample from", "cli.hyperrep", "train",
+         str(zoo), "--out", str(run / "hyperrep-sampling"), "--config", SAMPLING_CONFIG)
+    shutil.rmtree(run / "samples", ignore_errors=True)  # a rerun draws afresh
+    step("sample unseen models, judge them against B_T and B_F", "cli.hyperrep", "sample",
+         str(run / "hyperrep-sampling"), str(zoo), "--n", "10", "--out", str(run / "samples"),
+         "--finetune-epochs", "1")
 
 
 if __name__ == "__main__":
