@@ -1,4 +1,5 @@
-"""``zoo``: generate model zoos from specs, inspect, validate and export archives."""
+"""``zoo``: generate model zoos from specs; inspect, validate, export, sparsify, share (Hub) and
+import archives."""
 
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import progress_bar, user_errors
+from modelzoo.errors import ZooError
 
 app = typer.Typer(help="Generate, inspect and validate model zoos.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -166,6 +168,47 @@ def download(repo_id: str = typer.Argument(..., help="dataset repo on the Hub"),
         state = "complete" if zoo.complete else "partial (--include)"
         print(f"downloaded {repo_id} to {out}: {len(zoo)} models x {len(zoo.epochs)} states, "
               f"{state}, checksums match")
+
+
+@app.command()
+@user_errors
+def sparsify(root: Path = typer.Argument(..., help="archive directory"),
+             method: str = typer.Option("magnitude", help="magnitude"),
+             ratios: str = typer.Option("0.5,0.7,0.9", help="fractions of prunable weights to zero"),
+             scope: str = typer.Option("global", help="global (all layers) or layer (each tensor)"),
+             finetune_epochs: int = typer.Option(1, help="fine-tuning epochs of each twin"),
+             from_epoch: int | None = typer.Option(None, help="state to prune (default: last)"),
+             device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+             population_size: int | None = typer.Option(None, help="models trained together")):
+    """Add sparsified twins of every model (pruned, fine-tuned with the mask held) to the zoo."""
+    from modelzoo.generate import resolve_device
+    from modelzoo.sparsify import sparsify as run_sparsify
+    from modelzoo.zoo import open_zoo
+
+    try:
+        values = [float(r) for r in ratios.split(",") if r.strip()]
+    except ValueError:
+        raise ZooError(f"--ratios {ratios}: a comma-separated list of numbers") from None
+    with open_zoo(root) as zoo:
+        total = len(zoo) * len(values)
+    with progress_bar("models") as bar:
+        task = bar.add_task("sparsifying", total=total)
+        names = run_sparsify(root, method, values, scope, finetune_epochs, from_epoch,
+                             resolve_device(device), population_size,
+                             on_shard=lambda name, n: bar.update(task, description=name, advance=n))
+    with open_zoo(root) as zoo:
+        table = zoo.metadata
+        dense = table[table["epoch"] == zoo.twin(names[0]).entry["from_epoch"]]["test_acc"].to_numpy()
+        print(f"dense test accuracy (epoch {zoo.twin(names[0]).entry['from_epoch']}): "
+              f"{dense.mean():.4f}")
+        print("| twins | sparsity | test acc pruned | test acc fine-tuned | corr. with dense |")
+        print("|---|---|---|---|---|")
+        for name in names:
+            twin = zoo.twin(name)
+            acc = twin.metrics()["test_acc"]
+            corr = np.corrcoef(dense, acc[:, -1])[0, 1] if len(dense) > 1 else float("nan")
+            print(f"| {name} | {twin.sparsity().mean():.4f} | {acc[:, 0].mean():.4f} | "
+                  f"{acc[:, -1].mean():.4f} | {corr:.3f} |")
 
 
 @app.command("import")

@@ -231,6 +231,9 @@ def validate_archive(root: str | Path) -> list[str]:
             problems.append(f"{shard['file']}: unreadable ({exc})")
     if manifest.get("complete") and sorted(covered) != list(range(len(manifest["models"]))):
         problems.append("manifest: complete, but shards do not cover every model exactly once")
+    from modelzoo.sparsify import twin_shard_problems
+
+    problems.extend(twin_shard_problems(root, manifest))
     for item in manifest.get("exports", []):
         path = root / item["file"]
         if not path.is_file():

@@ -31,16 +31,21 @@ def spec_layout(spec: ZooSpec) -> Layout:
 
 def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits,
                   device: str = "cpu", population_size: int | None = None,
-                  initial: np.ndarray | None = None) -> list[ModelRun]:
+                  initial: np.ndarray | None = None,
+                  masks: np.ndarray | None = None) -> list[ModelRun]:
     """Train a list of configs: as vectorised populations, or one at a time if size is 1.
 
-    ``initial``: optional flat starting states [len(configs), params] (fine-tuning).
+    ``initial``: optional flat starting states [len(configs), params] (fine-tuning);
+    ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning).
     """
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
     if population_size == 1 or not can_vectorise(arch, kwargs, configs):
-        return [train_model(arch, kwargs, c, data, device, None if initial is None else initial[i])
+        return [train_model(arch, kwargs, c, data, device,
+                            None if initial is None else initial[i],
+                            None if masks is None else masks[i])
                 for i, c in enumerate(configs)]
-    return train_population_groups(arch, kwargs, configs, data, device, population_size, initial)
+    return train_population_groups(arch, kwargs, configs, data, device, population_size, initial,
+                                   masks)
 
 
 def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None,

@@ -81,6 +81,7 @@ def archive_files(root: Path) -> list[str]:
     manifest = read_manifest(root)
     files = [MANIFEST] + [s["file"] for s in manifest["shards"]]
     files += [e["file"] for e in manifest.get("exports", [])]
+    files += [s["file"] for t in manifest.get("twins", {}).values() for s in t["shards"]]
     if (root / "metadata.csv").is_file():
         files.append("metadata.csv")
     return files
@@ -133,7 +134,8 @@ def _materialise(snapshot: Path, target: Path) -> None:
 
 def _verify(root: Path, repo_id: str, revision: str | None, include: list[str] | None) -> None:
     manifest = read_manifest(root)
-    listed = manifest["shards"] + manifest.get("exports", [])
+    twins = [s for t in manifest.get("twins", {}).values() for s in t["shards"]]
+    listed = manifest["shards"] + manifest.get("exports", []) + twins
     present = [item for item in listed if (root / item["file"]).is_file()]
     for item in present:
         if sha256_file(root / item["file"]) != item["sha256"]:
@@ -145,6 +147,8 @@ def _verify(root: Path, repo_id: str, revision: str | None, include: list[str] |
             raise ZooError(f"{repo_id}: {missing} is listed in the manifest but not in the repo")
         manifest["shards"] = [s for s in manifest["shards"] if s in present]
         manifest["exports"] = [e for e in manifest.get("exports", []) if e in present]
+        for twin in manifest.get("twins", {}).values():
+            twin["shards"] = [s for s in twin["shards"] if s in present]
         manifest["complete"] = False
         manifest["partial_download"] = {"repo_id": repo_id, "revision": revision,
                                         "include": include}

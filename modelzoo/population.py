@@ -68,10 +68,12 @@ def auto_population_size(arch: str, arch_kwargs: dict, config: TrainingConfig,
 def train_population_groups(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
                             data: DataSplits, device: str = "cpu",
                             population_size: int | None = None,
-                            initial: np.ndarray | None = None) -> list[ModelRun]:
+                            initial: np.ndarray | None = None,
+                            masks: np.ndarray | None = None) -> list[ModelRun]:
     """Train ``configs`` in populations of at most ``population_size``; runs in config order.
 
-    ``initial``: optional flat starting states [len(configs), params] (fine-tuning).
+    ``initial``: optional flat starting states [len(configs), params] (fine-tuning);
+    ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning).
     """
     device = torch.device(device)
     groups: dict[tuple, list[int]] = defaultdict(list)
@@ -84,8 +86,9 @@ def train_population_groups(arch: str, arch_kwargs: dict, configs: list[Training
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             start_states = None if initial is None else initial[chunk]
+            chunk_masks = None if masks is None else masks[chunk]
             for i, run in zip(chunk, train_population(arch, arch_kwargs, [configs[i] for i in chunk],
-                                                      data, device, start_states)):
+                                                      data, device, start_states, chunk_masks)):
                 runs[i] = run
     return runs
 
@@ -143,10 +146,13 @@ class PopulationOptimizer:
 
 def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
                      data: DataSplits, device: torch.device | str = "cpu",
-                     initial: np.ndarray | None = None) -> list[ModelRun]:
+                     initial: np.ndarray | None = None,
+                     masks: np.ndarray | None = None) -> list[ModelRun]:
     """Train models that share ``group_key`` as one vectorised population.
 
-    ``initial``: flat states [P, params] to start from instead of each seed's initialisation.
+    ``initial``: flat states [P, params] to start from instead of each seed's initialisation;
+    ``masks``: bool [P, params]; masked-out values are zeroed before training and after every
+    step (the effective weights of ``torch.nn.utils.prune``).
     """
     device = torch.device(device)
     keys = {group_key(c) for c in configs}
@@ -161,6 +167,10 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     if initial is not None:
         starts = [layout.unflatten(row) for row in initial]
         params = {n: torch.stack([s[n] for s in starts]).to(device) for n in names}
+    keep = None
+    if masks is not None:
+        keep = _stacked_masks(layout, masks, device)
+        _apply_masks(params, keep)
     optimizer = PopulationOptimizer(params, configs)
     splits = data.on(device)
     n_models = len(configs)
@@ -207,11 +217,26 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
             keys = step_keys(roots, ((epoch - 1) * steps_per_epoch + step).to(device))
             grads, _ = train_step(params, x_train[idx], y_train[idx], keys, dropout_p)
             optimizer.step(params, grads, active)
+            if keep is not None:
+                _apply_masks(params, keep)
         if epoch in stored:
             record()
     stacked = np.stack(states, axis=1)  # [P, S, n_params]
     return [ModelRun(stacked[i], {m: np.array([v[i] for v in metrics[m]], dtype=np.float32)
                                   for m in METRICS}) for i in range(n_models)]
+
+
+def _stacked_masks(layout: Layout, masks: np.ndarray, device) -> dict[str, torch.Tensor]:
+    """bool [P, params] -> {tensor name: float mask [P, *shape]}."""
+    flat = torch.from_numpy(np.asarray(masks, dtype=np.float32))
+    return {e.name: flat[:, e.offset:e.offset + e.size].reshape(len(flat), *e.shape).to(device)
+            for e in layout.entries}
+
+
+@torch.no_grad()
+def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor]) -> None:
+    for name, p in params.items():
+        p.mul_(keep[name])
 
 
 @torch.no_grad()

@@ -108,12 +108,22 @@ def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opti
                            weight_decay=config.weight_decay)
 
 
+@torch.no_grad()
+def apply_mask(model: torch.nn.Module, keep: dict[str, torch.Tensor]) -> None:
+    """Multiply every state tensor named in ``keep`` by its 0/1 mask, in place."""
+    state = model.state_dict()
+    for name, mask in keep.items():
+        state[name].mul_(mask)
+
+
 def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: DataSplits,
-                device: str | torch.device = "cpu", initial: np.ndarray | None = None) -> ModelRun:
+                device: str | torch.device = "cpu", initial: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> ModelRun:
     """Train one model and return its stored states and metrics.
 
     ``initial``: a flat state [params] to start from instead of the seeded initialisation
-    (fine-tuning); the seed still keys the data order and dropout masks.
+    (fine-tuning); the seed still keys the data order and dropout masks. ``mask``: bool [params],
+    False = held at zero before training and after every step (pruned fine-tuning).
     """
     device = torch.device(device)
     model = build_model(arch, arch_kwargs, config)
@@ -121,6 +131,11 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     if initial is not None:
         model.load_state_dict(layout.unflatten(initial), strict=False)
     model = model.to(device)
+    keep = None
+    if mask is not None:
+        keep = {n: t.to(device) for n, t in
+                layout.unflatten(np.asarray(mask, dtype=np.float32)).items()}
+        apply_mask(model, keep)
     splits = data.on(device)
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)
@@ -154,6 +169,8 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if keep is not None:
+                apply_mask(model, keep)
             if scheduler is not None:
                 scheduler.step()
         if epoch in stored:

@@ -75,6 +75,19 @@ class Zoo:
     def factor_names(self) -> list[str]:
         return list(self.manifest["factors"])
 
+    @property
+    def twin_names(self) -> list[str]:
+        """The sparsified twin sets stored with the zoo (``zoo sparsify``), e.g. magnitude-global-0.5."""
+        return list(self.manifest.get("twins", {}))
+
+    def twin(self, name: str):
+        """One twin set (``modelzoo.sparsify.Twins``): weights, masks, sparsity, metrics."""
+        from modelzoo.sparsify import Twins
+
+        if name not in self.manifest.get("twins", {}):
+            raise ZooError(f"no twins {name!r} in this zoo; stored: {self.twin_names or 'none'}")
+        return Twins(self.root, name, self.manifest["twins"][name], self.n_params)
+
     # -- bulk reads --------------------------------------------------------------------------
     def _file(self, shard: dict) -> h5py.File:
         if shard["file"] not in self._files:

@@ -1,0 +1,242 @@
+"""Sparsified twins: every model of a zoo pruned and fine-tuned, stored beside the dense states.
+
+``zoo sparsify ZOO --method magnitude --ratios 0.5,0.7,0.9 [--scope global|layer]
+[--finetune-epochs K] [--from-epoch E]``: for each ratio, each model's state at epoch E (default: the
+last) has that fraction of its prunable weights (the weight tensors of conv and linear layers, not
+biases or BatchNorm) set to zero, the smallest magnitudes first, over all layers together
+(``global``, as ``torch.nn.utils.prune.global_unstructured`` with L1) or layer by layer
+(``layer``, as ``l1_unstructured`` per tensor). The pruned model is fine-tuned for K epochs with its
+mask held (the effective weights of ``torch.nn.utils.prune``), as vectorised populations where the
+architecture allows, with fresh data-order seeds.
+
+Storage (crash-safe like the dense shards): ``twins/<method>-<scope>-<ratio>/shard-NNNNN.h5`` with
+``weights`` float32 [models, K + 1, params] (state 0 = pruned, before fine-tuning), ``masks`` uint8
+[models, ceil(params / 8)] (``np.packbits`` of the keep mask), ``sparsity`` float32 [models]
+(fraction of prunable weights that are zero), ``metrics/<name>`` [models, K + 1] and
+``model_ids``; the manifest's ``twins`` entry lists them with sha256 sums. ``Zoo.twin(name)`` reads
+them. A rerun resumes: finished twin shards are kept.
+"""
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from modelzoo.archive import (PARTIAL, ArchiveWriter, read_manifest, sha256_file, shard_ranges,
+                              validate_archive)
+from modelzoo.errors import ZooError
+from modelzoo.layout import Layout
+from modelzoo.training import METRICS
+
+METHODS = ("magnitude",)
+SCOPES = ("global", "layer")
+TWIN_SEED_OFFSET = 2_000_000  # fine-tuning data order seeds, away from the zoo's own seeds
+
+
+def prunable(layout: Layout) -> np.ndarray:
+    """bool [params]: the values pruning may zero (weight tensors with 2+ dims, i.e. conv and
+    linear kernels; not biases, not BatchNorm parameters or statistics)."""
+    out = np.zeros(layout.size, dtype=bool)
+    for e in layout.entries:
+        if e.kind == "param" and len(e.shape) >= 2:
+            out[e.offset:e.offset + e.size] = True
+    return out
+
+
+def magnitude_masks(flat: np.ndarray, layout: Layout, ratio: float, scope: str = "global") -> np.ndarray:
+    """Keep masks bool [N, params] that zero ``round(ratio * n)`` smallest-magnitude prunable values
+    per model (``global``: n = all prunable values; ``layer``: n = each weight tensor's size)."""
+    flat = np.atleast_2d(flat)
+    masks = np.ones(flat.shape, dtype=bool)
+    groups = [np.nonzero(prunable(layout))[0]] if scope == "global" else [
+        np.arange(e.offset, e.offset + e.size) for e in layout.entries
+        if e.kind == "param" and len(e.shape) >= 2]
+    for index in groups:
+        k = int(round(ratio * len(index)))
+        if k == 0:
+            continue
+        order = np.argsort(np.abs(flat[:, index]), axis=1, kind="stable")[:, :k]
+        rows = np.repeat(np.arange(len(flat)), k)
+        masks[rows, index[order].reshape(-1)] = False
+    return masks
+
+
+def sparsity(flat: np.ndarray, layout: Layout) -> np.ndarray:
+    """Fraction [N] of prunable values that are exactly zero."""
+    values = np.atleast_2d(flat)[:, prunable(layout)]
+    return (values == 0).mean(axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TwinSpec:
+    method: str
+    ratio: float
+    scope: str
+    from_epoch: int
+    finetune_epochs: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.scope}-{self.ratio:g}"
+
+
+def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global",
+             finetune_epochs: int = 1, from_epoch: int | None = None, device: str = "cpu",
+             population_size: int | None = None,
+             on_shard: Callable[[str, int], None] | None = None) -> list[str]:
+    """Add (or finish) one twin set per ratio to the archive at ``root``; returns their names."""
+    from modelzoo.generate import load_data, train_configs
+    from modelzoo.zoo import open_zoo
+
+    root = Path(root)
+    if method not in METHODS:
+        raise ZooError(f"--method {method}: choose from {', '.join(METHODS)}")
+    if scope not in SCOPES:
+        raise ZooError(f"--scope {scope}: choose from {', '.join(SCOPES)}")
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise ZooError(f"--ratios {ratios}: each must be between 0 and 1")
+    if finetune_epochs < 0:
+        raise ZooError("--finetune-epochs must be >= 0")
+    problems = validate_archive(root)
+    if problems:
+        raise ZooError(f"{root}: {problems[0]}")
+    with open_zoo(root) as zoo:
+        if not zoo.complete:
+            raise ZooError(f"{root}: the zoo is incomplete; finish it first (zoo generate --resume)")
+        epoch = zoo.epochs[-1] if from_epoch is None else from_epoch
+        if epoch not in zoo.epochs:
+            raise ZooError(f"--from-epoch {epoch}: stored epochs are {zoo.epochs}")
+        data = load_data(zoo.spec)
+        specs = [TwinSpec(method, float(r), scope, epoch, finetune_epochs) for r in ratios]
+        manifest = read_manifest(root)
+        shard_size = manifest["shard_size"]
+        for spec in specs:
+            entry = _twin_entry(manifest, spec)
+            done = {tuple(s["models"]) for s in entry["shards"]}
+            for start, stop in shard_ranges(len(zoo), shard_size):
+                if (start, stop) in done:
+                    continue
+                models = list(range(start, stop))
+                dense = np.stack([zoo.flat(m, epoch) for m in models])
+                masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
+                configs = [zoo.config(m).model_copy(update={
+                    "epochs": finetune_epochs, "save_epochs": None,
+                    "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
+                runs = train_configs(zoo.spec, configs, data, device, population_size,
+                                     initial=dense * masks, masks=masks)
+                _write_twin_shard(root, manifest, entry, start, stop, runs, masks, zoo.layout)
+                if on_shard is not None:
+                    on_shard(spec.name, stop - start)
+            entry["complete"] = True
+            ArchiveWriter(root, manifest).save_manifest()
+    return [s.name for s in specs]
+
+
+def _twin_entry(manifest: dict, spec: TwinSpec) -> dict:
+    twins = manifest.setdefault("twins", {})
+    settings = {"method": spec.method, "ratio": spec.ratio, "scope": spec.scope,
+                "from_epoch": spec.from_epoch, "finetune_epochs": spec.finetune_epochs}
+    entry = twins.get(spec.name)
+    if entry is not None and {k: entry[k] for k in settings} != settings:
+        raise ZooError(f"twins {spec.name} exist with other settings "
+                       f"({ {k: entry[k] for k in settings} }); remove them from the manifest first")
+    if entry is None:
+        entry = twins[spec.name] = {**settings, "shards": [], "complete": False}
+    return entry
+
+
+def _write_twin_shard(root: Path, manifest: dict, entry: dict, start: int, stop: int, runs,
+                      masks: np.ndarray, layout: Layout) -> None:
+    name = f"shard-{start // manifest['shard_size']:05d}.h5"
+    folder = f"twins/{entry['method']}-{entry['scope']}-{entry['ratio']:g}"
+    (root / PARTIAL).mkdir(exist_ok=True)
+    tmp = root / PARTIAL / name
+    weights = np.stack([r.states for r in runs]).astype(np.float32)
+    with h5py.File(tmp, "w") as f:
+        chunk = (1, 1, min(layout.size, 1 << 20))
+        f.create_dataset("weights", data=weights, chunks=chunk, track_times=False)
+        f.create_dataset("masks", data=np.packbits(masks, axis=1), track_times=False)
+        f.create_dataset("sparsity", data=sparsity(weights[:, -1], layout), track_times=False)
+        f.create_dataset("model_ids", data=np.arange(start, stop, dtype=np.int64), track_times=False)
+        for metric in METRICS:
+            f.create_dataset(f"metrics/{metric}", track_times=False,
+                             data=np.stack([r.metrics[metric] for r in runs]).astype(np.float32))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    final = root / folder / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    digest = sha256_file(tmp)
+    os.replace(tmp, final)
+    entry["shards"].append({"file": f"{folder}/{name}", "models": [start, stop],
+                            "sha256": digest, "bytes": final.stat().st_size})
+    entry["shards"].sort(key=lambda s: s["models"][0])
+    ArchiveWriter(root, manifest).save_manifest()
+    shutil.rmtree(root / PARTIAL, ignore_errors=True)
+
+
+class Twins:
+    """One twin set of a zoo (read-only): weights, keep masks, sparsity and metrics per model."""
+
+    def __init__(self, root: Path, name: str, entry: dict, n_params: int):
+        self.root, self.name, self.entry, self.n_params = Path(root), name, entry, n_params
+        self.epochs = list(range(entry["finetune_epochs"] + 1))  # fine-tuning epochs, 0 = pruned
+
+    def _read(self, key: str) -> np.ndarray:
+        parts = []
+        for shard in self.entry["shards"]:
+            with h5py.File(self.root / shard["file"], "r") as f:
+                parts.append(f[key][()])
+        return np.concatenate(parts) if parts else np.zeros((0,))
+
+    def weights(self) -> np.ndarray:
+        """float32 [models, fine-tuning states, params]."""
+        return self._read("weights")
+
+    def masks(self) -> np.ndarray:
+        """bool [models, params], True = kept."""
+        return np.unpackbits(self._read("masks"), axis=1, count=self.n_params).astype(bool)
+
+    def sparsity(self) -> np.ndarray:
+        return self._read("sparsity")
+
+    def metrics(self) -> dict[str, np.ndarray]:
+        return {m: self._read(f"metrics/{m}") for m in METRICS}
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """One row per model x fine-tuning epoch: metrics and the twin's sparsity."""
+        metrics = self.metrics()
+        n = len(metrics["test_acc"])
+        table = {"model": np.repeat(self._read("model_ids"), len(self.epochs)),
+                 "epoch": np.tile(self.epochs, n),
+                 "sparsity": np.repeat(self.sparsity(), len(self.epochs))}
+        table.update({m: v.reshape(-1) for m, v in metrics.items()})
+        return pd.DataFrame(table)
+
+
+def twin_shard_problems(root: Path, manifest: dict) -> list[str]:
+    """Checksums and shapes of the twin shards listed in the manifest."""
+    problems = []
+    for name, entry in manifest.get("twins", {}).items():
+        for shard in entry["shards"]:
+            path = root / shard["file"]
+            if not path.is_file():
+                problems.append(f"{shard['file']}: missing")
+            elif sha256_file(path) != shard["sha256"]:
+                problems.append(f"{shard['file']}: sha256 mismatch (file is corrupt or was changed)")
+            else:
+                with h5py.File(path, "r") as f:
+                    expected = (shard["models"][1] - shard["models"][0],
+                                entry["finetune_epochs"] + 1, manifest["n_params"])
+                    if f["weights"].shape != expected:
+                        problems.append(f"{shard['file']}: weights shape {f['weights'].shape}, "
+                                        f"expected {expected}")
+                    if f["masks"].shape[1] != math.ceil(manifest["n_params"] / 8):
+                        problems.append(f"{shard['file']}: masks shape {f['masks'].shape}")
+    return problems

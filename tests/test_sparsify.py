@@ -1,0 +1,99 @@
+"""Sparsified twins: masks as torch.nn.utils.prune makes them, fine-tuning that holds the mask (in a
+population as alone), and ``zoo sparsify`` storing twins that ``open_zoo`` reads."""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils import prune
+
+from modelzoo import open_zoo
+from modelzoo.architectures import create_model
+from modelzoo.archive import validate_archive
+from modelzoo.generate import load_data, train_configs
+from modelzoo.layout import Layout
+from modelzoo.sparsify import magnitude_masks, prunable, sparsity
+from tests.conftest import run_cli
+
+
+def _torch_masks(model, ratio: float, scope: str) -> np.ndarray:
+    targets = [(m, "weight") for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    if scope == "global":
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=ratio)
+    else:
+        for module, name in targets:
+            prune.l1_unstructured(module, name, amount=ratio)
+    layout = Layout.of(create_model("cnn_s"))
+    state = {e.name: torch.ones(e.shape) for e in layout.entries}
+    for module_name, module in model.named_modules():
+        if hasattr(module, "weight_mask"):
+            state[f"{module_name}.weight"] = module.weight_mask
+    return layout.flatten(state).astype(bool)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_magnitude_masks_are_torch_prune_masks(scope):
+    torch.manual_seed(0)
+    model = create_model("cnn_s")
+    layout = Layout.of(model)
+    flat = layout.flatten(model.state_dict())
+    for ratio in (0.5, 0.9):
+        ours = magnitude_masks(flat, layout, ratio, scope)[0]
+        reference = _torch_masks(_copy(model), ratio, scope)
+        assert np.array_equal(ours, reference)
+        achieved = 1 - ours[prunable(layout)].mean()
+        assert abs(achieved - ratio) < 0.01
+
+
+def _copy(model):
+    clone = create_model("cnn_s")
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+def test_masked_finetuning_holds_the_mask_in_a_population_as_alone(tetris_zoo):
+    with open_zoo(tetris_zoo) as zoo:
+        spec, data = zoo.spec, load_data(zoo.spec)
+        models = [0, 1, 2]
+        dense = np.stack([zoo.flat(m, zoo.epochs[-1]) for m in models])
+        masks = magnitude_masks(dense, zoo.layout, 0.6)
+        configs = [zoo.config(m).model_copy(update={"epochs": 2, "save_epochs": None})
+                   for m in models]
+    pop = train_configs(spec, configs, data, initial=dense * masks, masks=masks)
+    alone = train_configs(spec, configs, data, population_size=1, initial=dense * masks,
+                          masks=masks)
+    for p, a, mask in zip(pop, alone, masks):
+        assert np.all(p.states[:, ~mask] == 0) and np.all(a.states[:, ~mask] == 0)
+        assert np.abs(p.states - a.states).max() < 1e-5
+        assert not np.array_equal(p.states[-1], p.states[0])
+    assert np.allclose(sparsity(pop[0].states[-1], zoo.layout), 0.6, atol=0.01)
+
+
+def test_cli_sparsify_stores_twins_beside_the_zoo(tetris_zoo, tmp_path):
+    import shutil
+
+    root = tmp_path / "zoo"
+    shutil.copytree(tetris_zoo, root)
+    result = run_cli("cli.zoo", "sparsify", str(root), "--ratios", "0.5,0.7",
+                     "--finetune-epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "magnitude-global-0.7" in result.stdout and "corr. with dense" in result.stdout
+    assert validate_archive(root) == []
+    with open_zoo(root) as zoo:
+        assert zoo.twin_names == ["magnitude-global-0.5", "magnitude-global-0.7"]
+        twin = zoo.twin("magnitude-global-0.7")
+        weights, masks = twin.weights(), twin.masks()
+        assert weights.shape == (len(zoo), 2, zoo.n_params) and masks.shape == (len(zoo), zoo.n_params)
+        assert np.all(weights[np.broadcast_to(~masks[:, None], weights.shape)] == 0)
+        assert np.allclose(twin.sparsity(), 0.7, atol=0.01)
+        assert set(twin.metadata.columns) >= {"model", "epoch", "sparsity", "test_acc"}
+        dense = zoo.flat(3, zoo.epochs[-1])
+        assert np.array_equal(weights[3, 0], dense * masks[3])  # state 0 = pruned, not tuned
+    before = (root / "manifest.json").read_text()
+    again = run_cli("cli.zoo", "sparsify", str(root), "--ratios", "0.5,0.7",
+                    "--finetune-epochs", "1")
+    assert again.returncode == 0 and (root / "manifest.json").read_text() == before  # resumed
+    for args in (["--ratios", "1.5"], ["--method", "random"], ["--from-epoch", "99"],
+                 ["--ratios", "0.5", "--finetune-epochs", "3"]):
+        bad = run_cli("cli.zoo", "sparsify", str(root), *args)
+        assert bad.returncode == 2 and bad.stderr.startswith("error:"), (args, bad.stderr)
