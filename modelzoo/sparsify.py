@@ -7,7 +7,9 @@ biases or BatchNorm) set to zero, the smallest magnitudes first, over all layers
 (``global``, as ``torch.nn.utils.prune.global_unstructured`` with L1) or layer by layer
 (``layer``, as ``l1_unstructured`` per tensor). The pruned model is fine-tuned for K epochs with its
 mask held (the effective weights of ``torch.nn.utils.prune``), as vectorised populations where the
-architecture allows, with fresh data-order seeds.
+architecture allows, with fresh data-order seeds. ``--method variational-dropout`` instead trains
+each model for K epochs with sparse variational dropout (``variational_dropout_twin``) and keeps the
+sparsity it reaches (one twin set, no ratios).
 
 Storage (crash-safe like the dense shards): ``twins/<method>-<scope>-<ratio>/shard-NNNNN.h5`` with
 ``weights`` float32 [models, K + 1, params] (state 0 = pruned, before fine-tuning), ``masks`` uint8
@@ -27,14 +29,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
 
 from modelzoo.archive import (PARTIAL, ArchiveWriter, read_manifest, sha256_file, shard_ranges,
                               validate_archive)
+from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
 from modelzoo.layout import Layout
-from modelzoo.training import METRICS
+from modelzoo.specs import TrainingConfig
+from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, evaluate, seed_roots,
+                               step_keys, train_subset)
 
-METHODS = ("magnitude",)
+METHODS = ("magnitude", "variational-dropout")
+LOG_SIGMA2_INIT, LOG_ALPHA_THRESHOLD = -10.0, 3.0  # Molchanov et al. 2017, as published for twins
+KL_K1, KL_K2, KL_K3 = 0.63576, 1.87320, 1.48695  # their approximation of -KL(q || log-uniform)
 SCOPES = ("global", "layer")
 TWIN_SEED_OFFSET = 2_000_000  # fine-tuning data order seeds, away from the zoo's own seeds
 
@@ -73,16 +83,94 @@ def sparsity(flat: np.ndarray, layout: Layout) -> np.ndarray:
     return (values == 0).mean(axis=1).astype(np.float32)
 
 
+def neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Molchanov et al.'s approximation of -KL(q(w) || log-uniform prior), per weight."""
+    return KL_K1 * torch.sigmoid(KL_K2 + KL_K3 * log_alpha) - 0.5 * F.softplus(-log_alpha) - KL_K1
+
+
+def variational_dropout_twin(arch: str, arch_kwargs: dict, config: TrainingConfig,
+                             data: DataSplits, initial: np.ndarray, epochs: int,
+                             device: str | torch.device = "cpu") -> tuple[ModelRun, np.ndarray]:
+    """Sparse variational dropout from ``initial`` [params] for ``epochs`` epochs.
+
+    Every prunable tensor w gets log sigma^2 (initialised to -10); training samples
+    w + sigma * eps per step and minimises NLL + kl_w * sum KL with kl_w = min(1, 0.01 * epoch / 25)
+    (as published for the twins, KL summed over the weights). A weight is zeroed where
+    log alpha = log sigma^2 - log w^2 >= 3. States [epochs + 1, params] hold the zeroed weights after
+    each epoch (state 0 = ``initial``); returns (run, final keep mask bool [params]).
+    """
+    device = torch.device(device)
+    model = build_model(arch, arch_kwargs, config).to(device)
+    layout = Layout.of(model)
+    model.load_state_dict(layout.unflatten(initial), strict=False)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    noisy = [e.name for e in layout.entries if e.kind == "param" and len(e.shape) >= 2]
+    log_sigma2 = {n: torch.full_like(params[n], LOG_SIGMA2_INIT, requires_grad=True) for n in noisy}
+    optimizer = torch.optim.Adam([*params.values(), *log_sigma2.values()], lr=config.lr)
+    splits = data.on(device)
+    subset = train_subset(config, len(data.train)).to(device)
+    steps = len(subset) // config.batch_size
+    root = seed_roots([config.seed], device)
+    noise = torch.Generator(device=device).manual_seed(config.seed)
+
+    def log_alpha(name):
+        return log_sigma2[name] - torch.log(params[name] ** 2 + 1e-8)
+
+    def sparse_state() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {n: p * (log_alpha(n) < LOG_ALPHA_THRESHOLD) if n in log_sigma2 else p
+                    for n, p in params.items()}
+
+    states, metrics = [], {m: [] for m in METRICS}
+
+    def record(state):
+        model.load_state_dict(state, strict=False)
+        states.append(layout.flatten(model.state_dict()))
+        for name, split in splits.items():
+            loss, acc = evaluate(model, split)
+            metrics[f"{name}_loss"].append(loss)
+            metrics[f"{name}_acc"].append(acc)
+
+    record({n: p.detach() for n, p in params.items()})
+    x_train, y_train = splits["train"].x, splits["train"].y
+    model.train()
+    for epoch in range(1, epochs + 1):
+        kl_weight = min(1.0, 0.01 * epoch / 25)
+        for i, idx in enumerate(epoch_batches(config, subset.cpu(), epoch)):
+            key = step_keys(root, (epoch - 1) * steps + i)[0]
+            sampled = dict(params)
+            for n in noisy:
+                eps = torch.randn(params[n].shape, generator=noise, device=device)
+                sampled[n] = params[n] + torch.exp(0.5 * log_sigma2[n]) * eps
+            out = functional_call(model, sampled, (x_train[idx],), {"dropout_key": key})
+            kl = -sum(neg_kl(log_alpha(n)).sum() for n in noisy)
+            loss = F.nll_loss(out, y_train[idx]) + kl_weight * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        record(sparse_state())
+    keep = np.ones(layout.size, dtype=bool)
+    with torch.no_grad():
+        for n in noisy:
+            e = next(e for e in layout.entries if e.name == n)
+            keep[e.offset:e.offset + e.size] = (log_alpha(n) < LOG_ALPHA_THRESHOLD).cpu() \
+                .reshape(-1).numpy()
+    run = ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32) for m, v in metrics.items()})
+    return run, keep
+
+
 @dataclass(frozen=True)
 class TwinSpec:
     method: str
-    ratio: float
+    ratio: float | None  # None: variational dropout chooses its own sparsity
     scope: str
     from_epoch: int
     finetune_epochs: int
 
     @property
     def name(self) -> str:
+        if self.ratio is None:
+            return self.method
         return f"{self.method}-{self.scope}-{self.ratio:g}"
 
 
@@ -99,7 +187,7 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         raise ZooError(f"--method {method}: choose from {', '.join(METHODS)}")
     if scope not in SCOPES:
         raise ZooError(f"--scope {scope}: choose from {', '.join(SCOPES)}")
-    if not ratios or any(not 0 < r < 1 for r in ratios):
+    if method == "magnitude" and (not ratios or any(not 0 < r < 1 for r in ratios)):
         raise ZooError(f"--ratios {ratios}: each must be between 0 and 1")
     if finetune_epochs < 0:
         raise ZooError("--finetune-epochs must be >= 0")
@@ -113,7 +201,8 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         if epoch not in zoo.epochs:
             raise ZooError(f"--from-epoch {epoch}: stored epochs are {zoo.epochs}")
         data = load_data(zoo.spec)
-        specs = [TwinSpec(method, float(r), scope, epoch, finetune_epochs) for r in ratios]
+        specs = [TwinSpec(method, float(r), scope, epoch, finetune_epochs) for r in ratios] \
+            if method == "magnitude" else [TwinSpec(method, None, "global", epoch, finetune_epochs)]
         manifest = read_manifest(root)
         shard_size = manifest["shard_size"]
         for spec in specs:
@@ -124,12 +213,19 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
                     continue
                 models = list(range(start, stop))
                 dense = np.stack([zoo.flat(m, epoch) for m in models])
-                masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
                 configs = [zoo.config(m).model_copy(update={
                     "epochs": finetune_epochs, "save_epochs": None,
                     "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
-                runs = train_configs(zoo.spec, configs, data, device, population_size,
-                                     initial=dense * masks, masks=masks)
+                if spec.ratio is None:
+                    arch = zoo.manifest["architecture"]
+                    pairs = [variational_dropout_twin(arch["name"], arch["kwargs"], c, data, d,
+                                                      finetune_epochs, device)
+                             for c, d in zip(configs, dense)]
+                    runs, masks = [p[0] for p in pairs], np.stack([p[1] for p in pairs])
+                else:
+                    masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
+                    runs = train_configs(zoo.spec, configs, data, device, population_size,
+                                         initial=dense * masks, masks=masks)
                 _write_twin_shard(root, manifest, entry, start, stop, runs, masks, zoo.layout)
                 if on_shard is not None:
                     on_shard(spec.name, stop - start)
@@ -147,14 +243,15 @@ def _twin_entry(manifest: dict, spec: TwinSpec) -> dict:
         raise ZooError(f"twins {spec.name} exist with other settings "
                        f"({ {k: entry[k] for k in settings} }); remove them from the manifest first")
     if entry is None:
-        entry = twins[spec.name] = {**settings, "shards": [], "complete": False}
+        entry = twins[spec.name] = {"name": spec.name, **settings, "shards": [],
+                                    "complete": False}
     return entry
 
 
 def _write_twin_shard(root: Path, manifest: dict, entry: dict, start: int, stop: int, runs,
                       masks: np.ndarray, layout: Layout) -> None:
     name = f"shard-{start // manifest['shard_size']:05d}.h5"
-    folder = f"twins/{entry['method']}-{entry['scope']}-{entry['ratio']:g}"
+    folder = f"twins/{entry['name']}"
     (root / PARTIAL).mkdir(exist_ok=True)
     tmp = root / PARTIAL / name
     weights = np.stack([r.states for r in runs]).astype(np.float32)

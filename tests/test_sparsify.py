@@ -97,3 +97,19 @@ def test_cli_sparsify_stores_twins_beside_the_zoo(tetris_zoo, tmp_path):
                  ["--ratios", "0.5", "--finetune-epochs", "3"]):
         bad = run_cli("cli.zoo", "sparsify", str(root), *args)
         assert bad.returncode == 2 and bad.stderr.startswith("error:"), (args, bad.stderr)
+
+
+def test_variational_dropout_zeroes_weights_whose_log_alpha_passes_the_threshold(tetris_zoo):
+    from modelzoo.sparsify import variational_dropout_twin
+
+    with open_zoo(tetris_zoo) as zoo:
+        data, arch = load_data(zoo.spec), zoo.manifest["architecture"]
+        config = zoo.config(0).model_copy(update={"lr": 0.05})
+        start = zoo.flat(0, zoo.epochs[-1])
+        run, keep = variational_dropout_twin(arch["name"], arch["kwargs"], config, data, start, 20)
+        layout = zoo.layout
+    assert run.states.shape == (21, layout.size) and np.array_equal(run.states[0], start)
+    assert np.all(run.states[-1][~keep] == 0) and np.all(run.states[-1][keep] != 0)
+    achieved = sparsity(run.states, layout)
+    assert achieved[0] == 0 and achieved[-1] > 0.2  # the KL term drives weights out
+    assert achieved[-1] > achieved[1]
