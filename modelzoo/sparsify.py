@@ -7,7 +7,9 @@ biases or BatchNorm) set to zero, the smallest magnitudes first, over all layers
 (``global``, as ``torch.nn.utils.prune.global_unstructured`` with L1) or layer by layer
 (``layer``, as ``l1_unstructured`` per tensor). The pruned model is fine-tuned for K epochs with its
 mask held (the effective weights of ``torch.nn.utils.prune``), as vectorised populations where the
-architecture allows, with fresh data-order seeds. ``--method variational-dropout`` instead trains
+architecture allows, with fresh data-order seeds. ``--method structured`` removes whole channels /
+hidden neurons instead (torch-pruning's L1 magnitude pruner, the ratio of each layer's channels, or
+of all with ``--scope global``), stored as zeros in the dense layout. ``--method variational-dropout`` instead trains
 each model for K epochs with sparse variational dropout (``variational_dropout_twin``) and keeps the
 sparsity it reaches (one twin set, no ratios).
 
@@ -42,7 +44,7 @@ from modelzoo.specs import TrainingConfig
 from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, evaluate, seed_roots,
                                step_keys, train_subset)
 
-METHODS = ("magnitude", "variational-dropout")
+METHODS = ("magnitude", "structured", "variational-dropout")
 LOG_SIGMA2_INIT, LOG_ALPHA_THRESHOLD = -10.0, 3.0  # Molchanov et al. 2017, as published for twins
 KL_K1, KL_K2, KL_K3 = 0.63576, 1.87320, 1.48695  # their approximation of -KL(q || log-uniform)
 SCOPES = ("global", "layer")
@@ -74,6 +76,47 @@ def magnitude_masks(flat: np.ndarray, layout: Layout, ratio: float, scope: str =
         order = np.argsort(np.abs(flat[:, index]), axis=1, kind="stable")[:, :k]
         rows = np.repeat(np.arange(len(flat)), k)
         masks[rows, index[order].reshape(-1)] = False
+    return masks
+
+
+def structured_masks(flat: np.ndarray, layout: Layout, arch: str, arch_kwargs: dict,
+                     input_shape: tuple[int, ...], ratio: float, scope: str = "layer") -> np.ndarray:
+    """Keep masks bool [N, params] that remove whole channels / hidden neurons, chosen per model by
+    torch-pruning's L1 magnitude pruner (``ratio`` of each layer's channels, or of all channels
+    together with ``global``; the classifier's outputs are never pruned). A removed channel's
+    incoming weights, bias, BatchNorm affine parameters and its consumers' input columns are zeroed,
+    so the masked model computes what torch-pruning's physically smaller model computes."""
+    import torch_pruning as tp
+
+    from modelzoo.architectures import create_model
+
+    masks = np.ones(np.atleast_2d(flat).shape, dtype=bool)
+    for row, values in enumerate(np.atleast_2d(flat)):
+        model = create_model(arch, **arch_kwargs).eval()
+        model.load_state_dict(layout.unflatten(values), strict=False)
+        names = {module: name for name, module in model.named_modules()}
+        classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        pruner = tp.pruner.MagnitudePruner(
+            model, torch.zeros(1, *input_shape), importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=ratio, global_pruning=scope == "global", ignored_layers=[classifier])
+        keep = {e.name: np.ones(e.shape, dtype=bool) for e in layout.entries}
+        for group in pruner.step(interactive=True):
+            for dep, idxs in group:
+                module = names.get(dep.target.module)
+                if module is None:
+                    continue
+                idxs = list(idxs)
+                outgoing = dep.handler.__name__ == "prune_out_channels"
+                for param in ("weight", "bias"):
+                    key = f"{module}.{param}" if module else param
+                    if key not in keep or keep[key].ndim == 0:
+                        continue
+                    if outgoing:
+                        keep[key][idxs] = False
+                    elif param == "weight" and keep[key].ndim >= 2:
+                        keep[key][:, idxs] = False
+        masks[row] = np.concatenate([keep[e.name].reshape(-1) if e.kind == "param"
+                                     else np.ones(e.size, dtype=bool) for e in layout.entries])
     return masks
 
 
@@ -187,7 +230,7 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         raise ZooError(f"--method {method}: choose from {', '.join(METHODS)}")
     if scope not in SCOPES:
         raise ZooError(f"--scope {scope}: choose from {', '.join(SCOPES)}")
-    if method == "magnitude" and (not ratios or any(not 0 < r < 1 for r in ratios)):
+    if method != "variational-dropout" and (not ratios or any(not 0 < r < 1 for r in ratios)):
         raise ZooError(f"--ratios {ratios}: each must be between 0 and 1")
     if finetune_epochs < 0:
         raise ZooError("--finetune-epochs must be >= 0")
@@ -202,7 +245,7 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
             raise ZooError(f"--from-epoch {epoch}: stored epochs are {zoo.epochs}")
         data = load_data(zoo.spec)
         specs = [TwinSpec(method, float(r), scope, epoch, finetune_epochs) for r in ratios] \
-            if method == "magnitude" else [TwinSpec(method, None, "global", epoch, finetune_epochs)]
+            if method != "variational-dropout" else [TwinSpec(method, None, "global", epoch, finetune_epochs)]
         manifest = read_manifest(root)
         shard_size = manifest["shard_size"]
         for spec in specs:
@@ -223,7 +266,12 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
                              for c, d in zip(configs, dense)]
                     runs, masks = [p[0] for p in pairs], np.stack([p[1] for p in pairs])
                 else:
-                    masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
+                    if method == "structured":
+                        arch = zoo.manifest["architecture"]
+                        masks = structured_masks(dense, zoo.layout, arch["name"], arch["kwargs"],
+                                                 data.input_shape, spec.ratio, scope)
+                    else:
+                        masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
                     runs = train_configs(zoo.spec, configs, data, device, population_size,
                                          initial=dense * masks, masks=masks)
                 _write_twin_shard(root, manifest, entry, start, stop, runs, masks, zoo.layout)

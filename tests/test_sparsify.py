@@ -93,6 +93,14 @@ def test_cli_sparsify_stores_twins_beside_the_zoo(tetris_zoo, tmp_path):
     again = run_cli("cli.zoo", "sparsify", str(root), "--ratios", "0.5,0.7",
                     "--finetune-epochs", "1")
     assert again.returncode == 0 and (root / "manifest.json").read_text() == before  # resumed
+    structured = run_cli("cli.zoo", "sparsify", str(root), "--method", "structured", "--ratios",
+                         "0.4", "--scope", "layer")
+    assert structured.returncode == 0, structured.stderr
+    with open_zoo(root) as zoo:
+        twin = zoo.twin("structured-layer-0.4")
+        hidden = twin.weights()[:, 0, :80].reshape(len(zoo), 5, 16)  # fc1.weight [5, 16]
+        assert np.all((np.abs(hidden).sum(2) == 0).sum(1) == 2)  # 2 of 5 hidden neurons removed
+    assert validate_archive(root) == []
     for args in (["--ratios", "1.5"], ["--method", "random"], ["--from-epoch", "99"],
                  ["--ratios", "0.5", "--finetune-epochs", "3"]):
         bad = run_cli("cli.zoo", "sparsify", str(root), *args)
@@ -113,3 +121,34 @@ def test_variational_dropout_zeroes_weights_whose_log_alpha_passes_the_threshold
     achieved = sparsity(run.states, layout)
     assert achieved[0] == 0 and achieved[-1] > 0.2  # the KL term drives weights out
     assert achieved[-1] > achieved[1]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_structured_masks_compute_what_the_physically_pruned_model_computes(activation):
+    import torch_pruning as tp
+
+    from modelzoo.sparsify import structured_masks
+
+    torch.manual_seed(1)
+    model = create_model("cnn_s", activation=activation).eval()
+    layout = Layout.of(model)
+    flat = layout.flatten(model.state_dict())
+    masks = structured_masks(flat, layout, "cnn_s", {"activation": activation}, (1, 28, 28), 0.5)[0]
+    masked = create_model("cnn_s", activation=activation).eval()
+    masked.load_state_dict(layout.unflatten(flat * masks))
+    conv1 = (flat * masks)[:200].reshape(8, 25)  # conv1.weight [8, 1, 5, 5]
+    assert (np.abs(conv1).sum(1) == 0).sum() == 4  # half of conv1's channels removed whole
+    pruned = _copy_with(model, activation)
+    classifier = pruned.fc2
+    tp.pruner.MagnitudePruner(pruned, torch.zeros(1, 1, 28, 28),
+                              importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
+                              ignored_layers=[classifier]).step()
+    x = torch.randn(5, 1, 28, 28)
+    assert sum(p.numel() for p in pruned.parameters()) < layout.size
+    assert torch.allclose(masked(x), pruned(x), atol=1e-5)
+
+
+def _copy_with(model, activation):
+    clone = create_model("cnn_s", activation=activation).eval()
+    clone.load_state_dict(model.state_dict())
+    return clone
