@@ -38,7 +38,7 @@ def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=address, num_cpus=None if address else num_cpus,
+            ray.init(address=address or "local", num_cpus=None if address else num_cpus,
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ZooError(f"cannot start or join Ray (address={address!r}): {exc}") from None

@@ -65,3 +65,33 @@ def test_ray_archive_equals_local_even_when_a_worker_dies(local_zoo, tmp_path):
     assert killed, "no shard task was seen running"
     assert validate_archive(out) == []
     assert shard_bytes(out) == shard_bytes(local_zoo)
+
+
+def test_killed_ray_driver_resumes_to_the_same_archive(local_zoo, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC, sort_keys=False))
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "cli.zoo", "generate", str(spec), "--out", str(out),
+           "--shard-size", "4", "--backend", "ray", "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group: the driver and its Ray
+    deadline = time.time() + 180
+    while not list((out / "shards").glob("*.h5")) if (out / "shards").exists() else True:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and validate_archive(out) == []
+    result = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert shard_bytes(out) == shard_bytes(local_zoo)
