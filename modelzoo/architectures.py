@@ -262,3 +262,7 @@ def create_model(name: str, **kwargs) -> ZooModel:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# Importing the remote-sensing module registers its architectures.
+from modelzoo.remote_sensing import models as _remote_sensing_models  # noqa: E402,F401

@@ -110,6 +110,9 @@ class ArchiveWriter:
                             "factors": {k: getattr(c, k) for k in factors}}
                            for i, c in enumerate(configs)],
                 "shard_size": shard_size,
+                "task": spec.task.name,
+                "primary_metric": spec.task.primary_metric,
+                "metrics": spec.task.metric_names(),
             })
         shutil.rmtree(root / PARTIAL, ignore_errors=True)
         return writer
@@ -119,8 +122,8 @@ class ArchiveWriter:
         """A new, empty archive whose manifest holds ``fields`` (name, fingerprint, spec,
         architecture, n_params, layout, epochs, factors, models, shard_size, and any extra keys)."""
         root = Path(root)
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields,
-                    "metrics": list(METRICS), "shards": [], "complete": False}
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "metrics": list(METRICS),
+                    **fields, "shards": [], "complete": False}
         (root / "shards").mkdir(parents=True, exist_ok=True)
         writer = cls(root, manifest)
         writer.save_manifest()
@@ -145,7 +148,8 @@ class ArchiveWriter:
         partial = self.root / PARTIAL
         partial.mkdir(exist_ok=True)
         tmp = partial / name
-        write_shard_file(tmp, range(start, stop), runs, self.manifest["n_params"])
+        write_shard_file(tmp, range(start, stop), runs, self.manifest["n_params"],
+                         self.manifest["metrics"])
         final = self.root / "shards" / name
         digest = sha256_file(tmp)
         os.replace(tmp, final)
@@ -169,7 +173,8 @@ def shard_name(start: int, shard_size: int) -> str:
     return f"shard-{start // shard_size:05d}.h5"
 
 
-def write_shard_file(path: Path, model_ids: range, runs: list[ModelRun], n_params: int) -> None:
+def write_shard_file(path: Path, model_ids: range, runs: list[ModelRun], n_params: int,
+                     metrics: list[str] = METRICS) -> None:
     """One HDF5 shard: weights [m, s, p], metrics/<name> [m, s], model_ids [m]; no timestamps."""
     weights = np.stack([r.states for r in runs]).astype(np.float32, copy=False)
     if weights.shape[2] != n_params:
@@ -180,7 +185,7 @@ def write_shard_file(path: Path, model_ids: range, runs: list[ModelRun], n_param
         f.attrs["format_version"] = FORMAT_VERSION
         f.create_dataset("weights", data=weights, chunks=chunk, track_times=False)
         f.create_dataset("model_ids", data=np.asarray(model_ids, dtype=np.int64), track_times=False)
-        for metric in METRICS:
+        for metric in metrics:
             values = np.stack([r.metrics[metric] for r in runs]).astype(np.float32)
             f.create_dataset(f"metrics/{metric}", data=values, track_times=False)
         f.flush()

@@ -39,6 +39,14 @@ def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits
     ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning).
     """
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
+    if spec.task.name != "classification":  # remote-sensing objectives: one model at a time
+        if initial is not None or masks is not None:
+            raise ZooError(f"task {spec.task.name!r} zoos cannot be fine-tuned from given states")
+        from modelzoo.remote_sensing.tasks import train_task_model
+
+        first = spec.configs().index(configs[0]) if configs else 0
+        return [train_task_model(arch, kwargs, c, data, spec.task, device, first + i)
+                for i, c in enumerate(configs)]
     if population_size == 1 or not can_vectorise(arch, kwargs, configs):
         return [train_model(arch, kwargs, c, data, device,
                             None if initial is None else initial[i],

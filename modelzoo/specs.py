@@ -51,6 +51,7 @@ class DatasetSpec(Strict):
     resize: int | None = Field(default=None, gt=0)
     val_size: float | int | None = None
     split_seed: int = 42
+    options: dict[str, Any] = {}  # reader arguments of task data sets (sample count, patch size)
 
     @field_validator("name")
     @classmethod
@@ -78,6 +79,8 @@ class TrainingConfig(Strict):
     schedule: Literal["constant", "onecycle"] = "constant"
     augment: list[Literal["crop", "flip"]] = []
     save_epochs: list[int] | None = None
+    temperature: float = Field(default=0.07, gt=0)  # contrastive task: NT-Xent temperature
+    task_weighting: Literal["dynamic", "fixed"] = "dynamic"  # multitask task
 
     @field_validator("activation")
     @classmethod
@@ -108,6 +111,49 @@ class TrainingConfig(Strict):
         return sorted(set(self.save_epochs))
 
 
+SPLITS = ("train", "val", "test")
+MULTITASKS = ("segmentation", "generation", "fuel")
+
+
+class TaskSpec(Strict):
+    """The training objective of a zoo (``classification`` = the image-classification zoos);
+    see ``modelzoo.remote_sensing.tasks`` for what each one trains and records."""
+
+    name: Literal["classification", "contrastive", "supervised", "multitask",
+                  "heteroscedastic"] = "classification"
+    label: Literal["single", "multi", "segmentation"] = "single"
+    pretrained: str | None = None
+    freeze: bool = False
+    kpi_iou: float = Field(default=0.5, gt=0, le=1)
+    kpi_mae: float = Field(default=0.1, gt=0)
+    ema_alpha: float = Field(default=0.1, gt=0, le=1)
+    focal_gamma: float = Field(default=2.0, ge=0)
+    fixed_weights: dict[str, float] = {t: 1.0 for t in MULTITASKS}
+    mc_passes: int = Field(default=20, ge=1)
+    keep_quantile: float = Field(default=0.8, gt=0, le=1)
+
+    def metric_names(self) -> list[str]:
+        per_split = {"classification": ["loss", "acc"], "contrastive": ["loss", "probe_acc"],
+                     "supervised": ["loss", "acc"] + (["miou"] if self.label == "segmentation"
+                                                      else []),
+                     "multitask": ["loss", "iou", "mae", "acc"],
+                     "heteroscedastic": ["loss", "r2", "mae", "mse", "r2_filtered",
+                                         "mae_filtered", "mse_filtered", "std"]}[self.name]
+        names = [f"{s}_{m}" for s in SPLITS for m in per_split]
+        if self.name == "multitask":
+            names += [f"weight_{t}" for t in MULTITASKS]
+        return names
+
+    @property
+    def primary_metric(self) -> str:
+        """The per-split metric that plays test accuracy's role (probes, gap, zoo info)."""
+        return {"contrastive": "probe_acc", "heteroscedastic": "r2"}.get(self.name, "acc")
+
+
+LATER_SETTINGS = {"task": TaskSpec().model_dump(mode="json"), "dataset.options": {},
+                  "training.temperature": 0.07, "training.task_weighting": "dynamic"}
+
+
 class RangeFactor(Strict):
     range: tuple[int, int]
 
@@ -128,6 +174,7 @@ class ZooSpec(Strict):
     architecture: ArchitectureSpec
     dataset: DatasetSpec
     training: TrainingConfig = TrainingConfig()
+    task: TaskSpec = TaskSpec()
     factors: dict[str, FactorValues] = {}
 
     @field_validator("factors")
@@ -146,6 +193,16 @@ class ZooSpec(Strict):
     @model_validator(mode="after")
     def _configs_valid(self):
         self.factor_values()  # raises on a bad factor value
+        task_data = DATASETS[self.dataset.name].task_data
+        if task_data and self.task.name == "classification":
+            raise ValueError(f"dataset {self.dataset.name!r} is a task data set: set task.name "
+                             f"(contrastive, supervised, multitask or heteroscedastic)")
+        if not task_data and self.task.name != "classification":
+            raise ValueError(f"task {self.task.name!r} needs a task data set (synthetic_sen12ms, "
+                             f"sen12ms, dfc2020, synthetic_plants, power_plants, synthetic_no2, "
+                             f"no2), not {self.dataset.name!r}")
+        if self.dataset.options and not task_data:
+            raise ValueError(f"dataset.options: only task data sets take options")
         return self
 
     def factor_values(self) -> dict[str, list]:
@@ -174,9 +231,18 @@ class ZooSpec(Strict):
                 for combo in itertools.product(*values.values())]
 
     def fingerprint(self) -> str:
-        """sha256 of the spec's canonical JSON (without the data root): identifies the zoo."""
+        """sha256 of the spec's canonical JSON (without the data root): identifies the zoo.
+
+        Settings added after the first archives (task, temperature, task_weighting, dataset
+        options) count only when they differ from their defaults, so older zoos keep theirs.
+        """
         data = self.model_dump(mode="json")
         data["dataset"].pop("root", None)
+        for key, default in LATER_SETTINGS.items():
+            section, _, name = key.rpartition(".")
+            holder = data[section] if section else data
+            if holder.get(name) == default:
+                holder.pop(name)
         # key order matters: the order of the factors defines the order of the models
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 

@@ -72,6 +72,16 @@ class Zoo:
         return TrainingConfig.model_validate(self.manifest["models"][model]["config"])
 
     @property
+    def task(self) -> str:
+        """The training objective ('classification' or a remote-sensing task)."""
+        return self.manifest.get("task", "classification")
+
+    @property
+    def primary_metric(self) -> str:
+        """The per-split metric playing test accuracy's role: test_<primary> ('acc', 'r2', ...)."""
+        return self.manifest.get("primary_metric", "acc")
+
+    @property
     def factor_names(self) -> list[str]:
         return list(self.manifest["factors"])
 
@@ -136,7 +146,8 @@ class Zoo:
             table[factor] = [self.manifest["models"][m]["factors"][factor] for m in models]
         for metric, values in metrics.items():
             table[metric] = values.reshape(-1)
-        table["gap"] = table["train_acc"] - table["test_acc"]
+        primary = self.primary_metric
+        table["gap"] = table[f"train_{primary}"] - table[f"test_{primary}"]
         return pd.DataFrame(table)
 
     # -- single models -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Data set registry, shared preprocessing and the train/val split."""
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,20 +68,21 @@ class DatasetEntry:
     source: str
     needs_root: bool = True
     options: dict | None = None
+    task_data: bool = False  # the reader returns ready ``TaskData`` (remote-sensing tasks)
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, val_size: int | float, source: str, needs_root: bool = True,
-                     **options):
+                     task_data: bool = False, **options):
     """Decorator registering a reader ``fn(root: Path) -> RawData`` under ``name``.
 
     ``options`` are the preprocessing defaults of the published zoos for this data set.
     """
 
     def wrap(fn):
-        DATASETS[name] = DatasetEntry(fn, val_size, source, needs_root, options)
+        DATASETS[name] = DatasetEntry(fn, val_size, source, needs_root, options, task_data)
         return fn
 
     return wrap
@@ -131,7 +133,8 @@ def split_off(split: Split, size: int | float, seed: int) -> tuple[Split, Split]
 
 def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | None = None,
                    center_crop: int | None = None, resize: int | None = None,
-                   val_size: int | float | None = None, split_seed: int = 42) -> DataSplits:
+                   val_size: int | float | None = None, split_seed: int = 42,
+                   options: dict | None = None) -> DataSplits:
     """Load, preprocess, split and normalise a registered data set.
 
     Options left as None take the data set's published defaults. The validation split is cut from
@@ -149,9 +152,16 @@ def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | 
         if not root.is_dir():
             raise ZooError(f"dataset {name!r}: data folder {root} does not exist "
                            f"(published at {entry.source})")
-        raw = entry.reader(root)
-    else:
-        raw = entry.reader()
+    args = (root,) if entry.needs_root else ()
+    if entry.task_data:  # remote-sensing task data: the reader splits and preprocesses
+        try:
+            inspect.signature(entry.reader).bind(*args, **(options or {}))
+        except TypeError as exc:
+            raise ZooError(f"dataset {name!r} options: {exc}") from None
+        return entry.reader(*args, **(options or {}))
+    if options:
+        raise ZooError(f"dataset {name!r} takes no options")
+    raw = entry.reader(*args)
     opts = dict(entry.options or {})
     for key, value in (("grayscale", grayscale), ("center_crop", center_crop), ("resize", resize)):
         if value is not None:
@@ -179,3 +189,4 @@ def require_file(root: Path, dataset: str, candidates: list[str], source: str) -
 
 # Importing the reader modules registers them.
 from modelzoo.data import offline, readers  # noqa: E402,F401
+from modelzoo.remote_sensing import readers as _rs_readers  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Remote-sensing models, objectives, data readers and a synthetic Sentinel-like generator."""
