@@ -25,7 +25,7 @@ from modelzoo.data.registry import register_dataset
 from modelzoo.errors import ZooError
 from modelzoo.remote_sensing import synthetic
 from modelzoo.remote_sensing.data import (DFC2020_CLASSES, TaskData, dfc_labels, preprocess_s1,
-                                          preprocess_s2, split_task_data)
+                                          preprocess_s2, split_task_data, with_test_split)
 
 SEN12MS_SOURCE = "https://mediatum.ub.tum.de/1474000"
 DFC2020_SOURCE = "https://ieee-dataport.org/competitions/2020-ieee-grss-data-fusion-contest"
@@ -46,6 +46,8 @@ def read_geotiff(path: Path, bands: int | None = None) -> np.ndarray:
         array = np.asarray(tifffile.imread(path), dtype=np.float32)
     except (ValueError, OSError, tifffile.TiffFileError) as exc:
         raise ZooError(f"{path}: not a readable GeoTIFF ({str(exc).splitlines()[0]})") from None
+    if array.size == 0:
+        raise ZooError(f"{path}: not a readable GeoTIFF (no image data)")
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and bands is not None and array.shape[-1] == bands and array.shape[0] != bands:

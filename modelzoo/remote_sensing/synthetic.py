@@ -39,22 +39,30 @@ def land_cover(rng: np.random.Generator, n: int, size: int, cells: int = 5) -> n
     return np.take_along_axis(classes, dist.argmin(1).reshape(n, -1), 1).reshape(n, size, size)
 
 
-def render(rng: np.random.Generator, lc: np.ndarray, s2_bands: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raw S2 reflectance [n, s2_bands, H, W] and S1 dB [n, 2, H, W] of land-cover maps."""
+def render(rng: np.random.Generator, lc: np.ndarray, s2_bands: int,
+           atmosphere: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Raw S2 reflectance [n, s2_bands, H, W] and S1 dB [n, 2, H, W] of land-cover maps.
+
+    ``atmosphere``: std of a per-sample, per-band log-gain on S2 (illumination and haze that radar
+    does not see), which hides the class signatures from a fixed linear read-out of the bands.
+    """
     sig2, sig1 = _signatures(s2_bands)
-    s2 = sig2[lc].transpose(0, 3, 1, 2) * rng.normal(1.0, 0.08, size=(len(lc), s2_bands, *lc.shape[1:]))
+    gain = np.exp(rng.normal(0.0, atmosphere, size=(len(lc), s2_bands, 1, 1)))
+    s2 = sig2[lc].transpose(0, 3, 1, 2) * gain * \
+        rng.normal(1.0, 0.08, size=(len(lc), s2_bands, *lc.shape[1:]))
     speckle = 10 * np.log10(rng.gamma(4.0, 0.25, size=(len(lc), 2, *lc.shape[1:])))
     s1 = sig1[lc].transpose(0, 3, 1, 2) + speckle
     return s2, s1
 
 
-def sen12ms_like(n: int = 600, size: int = 32, seed: int = 0, val_size: float = 0.15,
+def sen12ms_like(n: int = 600, size: int = 32, seed: int = 0, cells: int = 5,
+                 atmosphere: float = 0.0, val_size: float = 0.15,
                  test_size: float = 0.15) -> TaskData:
     """Paired views: s1 [n, 2, H, W], s2 [n, 13, H, W], land_cover int64 [n, H, W], label (majority
     class) int64 [n], multilabel float32 [n, 8] (classes >= 10%)."""
     rng = np.random.default_rng(seed)
-    lc = land_cover(rng, n, size)
-    s2, s1 = render(rng, lc, 13)
+    lc = land_cover(rng, n, size, cells)
+    s2, s1 = render(rng, lc, 13, atmosphere)
     single, multi = dfc_labels(lc)
     return split_task_data("synthetic_sen12ms",
                            {"s1": preprocess_s1(s1), "s2": preprocess_s2(s2), "land_cover": lc,
