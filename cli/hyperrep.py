@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import progress_bar, user_errors
+from modelzoo.errors import ZooError
 
 app = typer.Typer(help="Hyper-representations: learn from the weights of a model zoo.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -69,9 +70,12 @@ def probe_table(run: Path, zoo_path: Path, plot: Path | None = None) -> dict:
             # another zoo than the run's: split its own models
             splits = {k: np.nonzero(np.isin(data.models, v))[0]
                       for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+        if any(len(v) == 0 for v in splits.values()):
+            raise ZooError(f"{zoo_path}: too few models to probe ({len(zoo)}): every split "
+                           f"(train / val / test) needs at least one")
         features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout), "embedding": embedding}
-        factor_names = zoo.factor_names
-    targets = probe_targets(table, factor_names)
+        factor_names, primary = zoo.factor_names, zoo.primary_metric
+    targets = probe_targets(table, factor_names, primary)
     results = run_probes(features, targets, splits)
     if plot is not None:
         plot_probes(plot, embedding, targets, splits)

@@ -69,9 +69,10 @@ def _summary(root: Path) -> dict:
 
     zoo = open_zoo(root)
     table = zoo.metadata
+    metric = f"test_{zoo.primary_metric}"
     per_epoch = []
     for epoch, group in table.groupby("epoch"):
-        acc = group["test_acc"].to_numpy()
+        acc = group[metric].to_numpy()
         per_epoch.append({"epoch": int(epoch), "mean": float(acc.mean()), "std": float(acc.std()),
                           "min": float(acc.min()), "median": float(np.median(acc)),
                           "max": float(acc.max())})
@@ -82,7 +83,8 @@ def _summary(root: Path) -> dict:
             "planned_models": len(zoo.manifest["models"]), "states": len(zoo.epochs),
             "epochs": zoo.epochs, "params": zoo.n_params,
             "architecture": zoo.manifest["architecture"], "dataset": zoo.spec.dataset.name,
-            "test_acc_per_epoch": per_epoch, "factors": factors}
+            "task": zoo.task, "metric": metric, f"{metric}_per_epoch": per_epoch,
+            "factors": factors}
 
 
 @app.command()
@@ -100,10 +102,12 @@ def info(root: Path = typer.Argument(..., help="archive directory"),
     console.print(f"[bold]{summary['name']}[/]: {summary['models']} models x {summary['states']} "
                   f"states, {summary['params']:,} params ({summary['architecture']['name']} on "
                   f"{summary['dataset']}), {state}")
-    table = Table(title="test accuracy per epoch")
+    title = "test accuracy" if summary["metric"] == "test_acc" else \
+        f"{summary['metric']} ({summary['task']})"
+    table = Table(title=f"{title} per epoch")
     for col in ("epoch", "mean", "std", "min", "median", "max"):
         table.add_column(col, justify="right")
-    for row in summary["test_acc_per_epoch"]:
+    for row in summary[f"{summary['metric']}_per_epoch"]:
         table.add_row(str(row["epoch"]), *(f"{row[k]:.3f}" for k in
                                            ("mean", "std", "min", "median", "max")))
     console.print(table)

@@ -59,9 +59,14 @@ def _gbt(kind, x_tr, y_tr, x_te, y_te) -> float:
     return float(accuracy_score(y_te, model.predict(x_te)))
 
 
-def probe_targets(table, factor_names: list[str]) -> dict[str, tuple[str, np.ndarray]]:
-    """Properties to predict: name -> ('r2' | 'accuracy', values [N])."""
-    targets = {"test_acc": ("r2", table["test_acc"].to_numpy(np.float64)),
+def probe_targets(table, factor_names: list[str],
+                  primary: str = "acc") -> dict[str, tuple[str, np.ndarray]]:
+    """Properties to predict: name -> ('r2' | 'accuracy', values [N]).
+
+    ``primary``: the zoo's per-split headline metric (test accuracy for classifiers, test R^2 or
+    probe accuracy for remote-sensing tasks); ``gap`` is its train - test difference.
+    """
+    targets = {f"test_{primary}": ("r2", table[f"test_{primary}"].to_numpy(np.float64)),
                "gap": ("r2", table["gap"].to_numpy(np.float64))}
     if table["epoch"].nunique() > 1:
         targets["epoch"] = ("r2", table["epoch"].to_numpy(np.float64))

@@ -171,7 +171,9 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     train_rows, val_rows = data.rows_of(split["train"]), data.rows_of(split["val"])
     if len(train_rows) < 2:
         raise ZooError(f"{zoo_path}: too few models to train on ({len(zoo)} in the zoo)")
-    plan = PermutationPlan(zoo.manifest["architecture"]["name"], zoo.layout)
+    # no permutations and no canonical form: architectures without a permutation plan train too
+    plan = PermutationPlan(zoo.manifest["architecture"]["name"], zoo.layout) \
+        if cfg.permutations or cfg.canonical else None
     if cfg.canonical:
         reference_path = run / "reference.safetensors"
         if reference_path.exists():
@@ -196,7 +198,8 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     config["model"] = model.cfg.to_dict()
     config_path.write_text(json.dumps(config, indent=1) + "\n")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    perms = plan.sample(cfg.permutations, torch.Generator().manual_seed(cfg.seed))
+    perms = plan.sample(cfg.permutations, torch.Generator().manual_seed(cfg.seed)) if plan \
+        else torch.zeros(0, zoo.n_params, dtype=torch.int64)
     start_epoch = 0
     checkpoint = run / "checkpoint.pt"
     if checkpoint.exists():

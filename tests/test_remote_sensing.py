@@ -221,3 +221,68 @@ def test_malformed_geotiff_is_one_clear_error(tmp_path):
     tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16))
     with pytest.raises(ZooError, match="expected 13 bands"):
         read_geotiff(path, 13)
+
+
+# -- remote-sensing zoos through the CLI -------------------------------------------------------
+
+TINY_ZOOS = {
+    "contrastive": {"architecture": {"name": "dual_simclr", "depth": 10, "width": 4,
+                                     "proj_dim": 16},
+                    "dataset": {"name": "synthetic_sen12ms", "options": {"n": 120, "size": 16}},
+                    "factors": {"seed": [1, 2], "temperature": [0.1, 0.5]}},
+    "multitask": {"architecture": {"name": "multitask_plant", "width": 2, "levels": 1},
+                  "dataset": {"name": "synthetic_plants", "options": {"n": 120, "size": 16}},
+                  "factors": {"seed": [1, 2], "task_weighting": ["dynamic", "fixed"]}},
+    "heteroscedastic": {"architecture": {"name": "no2_net", "depth": 10, "width": 4,
+                                         "s5p_size": 24},
+                        "dataset": {"name": "synthetic_no2", "options": {"n": 120, "size": 16}},
+                        "factors": {"seed": [1, 2, 3, 4, 5, 6], "dropout": [0.1, 0.5]}},
+}
+
+
+@pytest.mark.parametrize("task", sorted(TINY_ZOOS))
+def test_tiny_remote_sensing_zoo_generates_and_validates(task, tmp_path):
+    import yaml
+
+    from modelzoo import open_zoo
+    from tests.conftest import run_cli
+
+    spec = {"name": f"tiny-{task}", **TINY_ZOOS[task], "task": {"name": task, "mc_passes": 3},
+            "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "activation": "relu",
+                         "init": "kaiming_uniform"}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "zoo"
+    assert run_cli("cli.zoo", "generate", str(path), "--out", str(out)).returncode == 0
+    assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
+    info = run_cli("cli.zoo", "info", str(out))
+    assert info.returncode == 0 and "per epoch" in info.stdout
+    with open_zoo(out) as zoo:
+        table = zoo.metadata
+        assert zoo.task == task and len(zoo) == len(spec["factors"]["seed"]) * 2
+        assert np.isfinite(table[f"test_{zoo.primary_metric}"]).all() and "gap" in table
+    if task == "heteroscedastic":  # hyperrep runs on it: no permutation plan needed
+        run = tmp_path / "run"
+        trained = run_cli("cli.hyperrep", "train", str(out), "--out", str(run), "--epochs", "1",
+                          "--config", "hyperrep_configs/remote-sensing.yaml")
+        assert trained.returncode == 0, trained.stderr
+        probed = run_cli("cli.hyperrep", "probe", str(run), str(out), "--json",
+                         str(tmp_path / "probe.json"))
+        assert probed.returncode == 0, probed.stderr
+        import json
+
+        results = json.loads((tmp_path / "probe.json").read_text())
+        assert {"test_r2", "gap", "epoch", "dropout"} <= set(results)
+
+
+def test_task_spec_errors_are_one_line(tmp_path):
+    from modelzoo.specs import parse_spec
+
+    with pytest.raises(ZooError, match="task data set: set task.name"):
+        parse_spec({"name": "x", "architecture": {"name": "no2_net"},
+                    "dataset": {"name": "synthetic_no2"}})
+    with pytest.raises(ZooError, match="needs a task data set"):
+        parse_spec({"name": "x", "architecture": {"name": "cnn_s"}, "dataset": {"name": "digits"},
+                    "task": {"name": "contrastive"}})
+    with pytest.raises(ZooError, match="options"):
+        create_dataset("synthetic_no2", options={"bands": 3})
