@@ -178,6 +178,8 @@ def dataset_card(root: Path) -> str:
                   "- model-zoo", "- weight-space-learning", f"- {arch['name']}", f"- {dataset}",
                   "size_categories:", f"- {size}", "configs:", "- config_name: default",
                   "  data_files: metadata.csv", "---", ""]
+        metric = f"test_{zoo.primary_metric}"
+        metric_name = "test accuracy" if metric == "test_acc" else f"`{metric}`"
         body = [
             f"# {manifest['name']}", "",
             spec.get("description") or "A model zoo: a population of trained neural networks.", "",
@@ -186,8 +188,9 @@ def dataset_card(root: Path) -> str:
             f"- **Architecture**: `{arch['name']}` {json.dumps(arch['kwargs'])}, "
             f"{zoo.n_params:,} parameters per state",
             f"- **Data set**: `{dataset}`",
-            f"- **Final test accuracy**: mean {np.nanmean(last['test_acc']):.4f}, "
-            f"min {np.nanmin(last['test_acc']):.4f}, max {np.nanmax(last['test_acc']):.4f}",
+            f"- **Task**: {zoo.task}",
+            f"- **Final {metric_name}**: mean {np.nanmean(last[metric]):.4f}, "
+            f"min {np.nanmin(last[metric]):.4f}, max {np.nanmax(last[metric]):.4f}",
             "- **Factors** (what varies between models):" if factors else "- **Factors**: none",
         ]
         body += [f"  - `{f}`: {', '.join(v)}" for f, v in factors.items()]

@@ -41,7 +41,7 @@ MIXED = [dict(seed=1, lr=1e-3, weight_decay=0.0, dropout=0.0, init="uniform"),
          dict(seed=4, lr=1e-3, weight_decay=1e-4, dropout=0.1, init="kaiming_uniform")]
 
 
-def assert_same(arch, kwargs, configs, data):
+def assert_same(arch, kwargs, configs, data, bound=1e-5):
     layout = Layout.of(build_model(arch, kwargs, configs[0]))
     population = train_population(arch, kwargs, configs, data)
     for config, pop in zip(configs, population):
@@ -50,7 +50,7 @@ def assert_same(arch, kwargs, configs, data):
             a = alone.states[:, entry.offset:entry.offset + entry.size]
             b = pop.states[:, entry.offset:entry.offset + entry.size]
             scale = np.abs(a).max()
-            assert np.abs(a - b).max() <= 1e-5 * scale, (config, entry.name)
+            assert np.abs(a - b).max() <= bound * scale, (config, entry.name)
         np.testing.assert_allclose(alone.metrics["test_acc"], pop.metrics["test_acc"], atol=5e-4)
         np.testing.assert_allclose(alone.metrics["train_loss"], pop.metrics["train_loss"],
                                    rtol=1e-4)
@@ -66,7 +66,10 @@ def test_cnn_s_mixed_factors(digits, optimizer):
 
 def test_unterthiner_cnn(digits):
     configs = [TrainingConfig(epochs=2, activation="relu", **c) for c in MIXED[:3]]
-    assert_same("unterthiner_cnn", {"in_channels": 1}, configs, small(digits))
+    # The stride-2 convs sum in another order batched than alone: on some CPUs (2026-11-24's
+    # session machine, AMD EPYC) conv1 differs by up to 7.2e-5 of its scale after 2 Adam
+    # epochs, above the 1e-5 of the other architectures; accuracies and losses still agree.
+    assert_same("unterthiner_cnn", {"in_channels": 1}, configs, small(digits), bound=2e-4)
 
 
 def test_cnn_l(digits):
