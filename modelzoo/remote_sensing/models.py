@@ -59,18 +59,24 @@ class ResNetEncoder(nn.Module):
     """ImageNet-style ResNet trunk (7x7/2 conv, 3x3/2 max-pool, 4 stages) without the classifier.
 
     ``depth`` 10/18/34 use basic blocks, 50 bottlenecks; ``width`` is the first stage's channels
-    (64 published). ``forward`` returns the last feature map [B, feat, H/32, W/32];
-    ``out_features`` = 8 x width (basic) or 32 x width (bottleneck).
+    (64 published). ``stem='small'`` replaces the 7x7/2 conv and max-pool by one 3x3/1 conv (for
+    small patches; same parameter count up to the stem kernel). ``forward`` returns the last
+    feature map [B, feat, H/32, W/32] (H/8 with the small stem); ``out_features`` = 8 x width
+    (basic) or 32 x width (bottleneck).
     """
 
-    def __init__(self, in_channels: int, depth: int = 50, width: int = 64, act=F.relu):
+    def __init__(self, in_channels: int, depth: int = 50, width: int = 64, act=F.relu,
+                 stem: str = "imagenet"):
         super().__init__()
         if depth not in RESNET_BLOCKS:
             raise ZooError(f"ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
         block = Bottleneck if depth == 50 else BasicBlock
         expansion = getattr(block, "expansion", 1)
-        self.act = act
-        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        if stem not in ("imagenet", "small"):
+            raise ZooError(f"ResNet stem must be imagenet or small, got {stem!r}")
+        self.act, self.small_stem = act, stem == "small"
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False) if self.small_stem \
+            else nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         stages, in_planes = [], width
         for i, blocks in enumerate(RESNET_BLOCKS[depth]):
@@ -84,7 +90,9 @@ class ResNetEncoder(nn.Module):
         self.out_features = in_planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.act(self.bn1(self.conv1(x))), 3, stride=2, padding=1)
+        x = self.act(self.bn1(self.conv1(x)))
+        if not self.small_stem:
+            x = F.max_pool2d(x, 3, stride=2, padding=1)
         return self.stages(x)
 
 
@@ -114,15 +122,15 @@ class DualSimCLR(RemoteSensingModel):
     """
 
     def __init__(self, s1_channels=2, s2_channels=13, depth=50, width=64, proj_hidden=None,
-                 proj_dim=128, head="none", num_classes=8, activation="relu", dropout=0.0,
-                 init="kaiming_uniform", bias_init=0.0):
+                 proj_dim=128, head="none", num_classes=8, stem="imagenet", activation="relu",
+                 dropout=0.0, init="kaiming_uniform", bias_init=0.0):
         super().__init__(activation, dropout, init, bias_init)
         if head not in ("none", "classification", "segmentation"):
             raise ZooError(f"dual_simclr head must be none, classification or segmentation, "
                            f"got {head!r}")
         self.head = head
-        self.enc1 = ResNetEncoder(s1_channels, depth, width, self.act)
-        self.enc2 = ResNetEncoder(s2_channels, depth, width, self.act)
+        self.enc1 = ResNetEncoder(s1_channels, depth, width, self.act, stem)
+        self.enc2 = ResNetEncoder(s2_channels, depth, width, self.act, stem)
         feat = self.enc1.out_features
         self.proj1 = _projection(feat, proj_hidden or feat, proj_dim)
         self.proj2 = _projection(feat, proj_hidden or feat, proj_dim)
@@ -266,9 +274,10 @@ class NO2Net(RemoteSensingModel):
     """
 
     def __init__(self, s2_channels=12, depth=50, width=64, s5p_size=120, s5p_features=128,
-                 activation="relu", dropout=0.5, init="kaiming_uniform", bias_init=0.0):
+                 stem="imagenet", activation="relu", dropout=0.5, init="kaiming_uniform",
+                 bias_init=0.0):
         super().__init__(activation, dropout, init, bias_init)
-        self.s2 = ResNetEncoder(s2_channels, depth, width, self.act)
+        self.s2 = ResNetEncoder(s2_channels, depth, width, self.act, stem)
         self.s5p_conv1 = nn.Conv2d(1, 10, 3)
         self.s5p_conv2 = nn.Conv2d(10, 15, 5)
         side = ((s5p_size - 2) // 3 - 4) // 3

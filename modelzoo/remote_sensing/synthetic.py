@@ -43,14 +43,22 @@ def render(rng: np.random.Generator, lc: np.ndarray, s2_bands: int,
            atmosphere: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Raw S2 reflectance [n, s2_bands, H, W] and S1 dB [n, 2, H, W] of land-cover maps.
 
-    ``atmosphere``: std of a per-sample, per-band log-gain on S2 (illumination and haze that radar
-    does not see), which hides the class signatures from a fixed linear read-out of the bands.
+    ``atmosphere`` (0..1) adds what radar does not see to S2: a per-sample, per-band haze offset
+    (up to 3,000 x atmosphere) and clouds (bright smooth blobs covering up to 60% x atmosphere of
+    the patch), so the optical signatures alone are a less reliable read-out of the land cover.
     """
     sig2, sig1 = _signatures(s2_bands)
-    gain = np.exp(rng.normal(0.0, atmosphere, size=(len(lc), s2_bands, 1, 1)))
-    s2 = sig2[lc].transpose(0, 3, 1, 2) * gain * \
-        rng.normal(1.0, 0.08, size=(len(lc), s2_bands, *lc.shape[1:]))
-    speckle = 10 * np.log10(rng.gamma(4.0, 0.25, size=(len(lc), 2, *lc.shape[1:])))
+    n, size = len(lc), lc.shape[-1]
+    s2 = sig2[lc].transpose(0, 3, 1, 2) * rng.normal(1.0, 0.08, size=(n, s2_bands, size, size))
+    if atmosphere > 0:
+        s2 = s2 + rng.uniform(0, 3000 * atmosphere, size=(n, s2_bands, 1, 1))
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        centre = rng.uniform(0, 1, size=(n, 2, 1, 1))
+        radius = rng.uniform(0, 0.45 * atmosphere, size=(n, 1, 1)) + 1e-6
+        dist = np.sqrt((yy - centre[:, 0]) ** 2 + (xx - centre[:, 1]) ** 2)
+        cloud = np.clip(1.5 - dist / radius, 0, 1)[:, None]  # soft-edged disc
+        s2 = s2 * (1 - cloud) + 9000 * cloud
+    speckle = 10 * np.log10(rng.gamma(4.0, 0.25, size=(n, 2, size, size)))
     s1 = sig1[lc].transpose(0, 3, 1, 2) + speckle
     return s2, s1
 
