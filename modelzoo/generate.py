@@ -70,6 +70,8 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
     """
     out = Path(out)
     data = load_data(spec, data_root)
+    if spec.task.pretrained and not (Path(spec.task.pretrained) / "manifest.json").is_file():
+        raise ZooError(f"task.pretrained: {spec.task.pretrained} is not a zoo archive")
     writer = ArchiveWriter.open(out, spec, spec_layout(spec), shard_size or DEFAULT_SHARD_SIZE)
     configs = spec.configs()
     total = writer.n_models

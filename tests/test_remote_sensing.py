@@ -293,3 +293,38 @@ def test_task_spec_errors_are_one_line(tmp_path):
                     "task": {"name": "contrastive"}})
     with pytest.raises(ZooError, match="options"):
         create_dataset("synthetic_no2", options={"bands": 3})
+
+
+def test_linear_evaluation_of_a_pretrained_contrastive_zoo(tmp_path):
+    from modelzoo import open_zoo
+    from modelzoo.generate import generate
+    from modelzoo.specs import parse_spec
+
+    encoder = {"depth": 10, "width": 4, "proj_dim": 16, "stem": "small"}
+    dataset = {"name": "synthetic_sen12ms", "options": {"n": 200, "size": 16}}
+    training = {"epochs": 2, "batch_size": 32, "lr": 2e-3, "activation": "relu",
+                "init": "kaiming_uniform"}
+    pre = generate(parse_spec({"name": "pre", "architecture": {"name": "dual_simclr", **encoder},
+                               "dataset": dataset, "task": {"name": "contrastive"},
+                               "training": training, "factors": {"seed": [1, 2]}}),
+                   tmp_path / "pre")
+    spec = parse_spec({"name": "lin", "dataset": dataset, "training": training,
+                       "architecture": {"name": "dual_simclr", **encoder,
+                                        "head": "classification"},
+                       "task": {"name": "supervised", "label": "single",
+                                "pretrained": str(pre), "freeze": True},
+                       "factors": {"seed": [5, 6]}})
+    out = generate(spec, tmp_path / "lin")
+    with open_zoo(pre) as p, open_zoo(out) as z:
+        for model in (0, 1):
+            source = p.state_dict(model, p.epochs[-1])
+            first, last = z.state_dict(model, 0), z.state_dict(model, z.epochs[-1])
+            for name, value in source.items():  # encoders (weights and BN statistics) frozen
+                assert torch.equal(first[name], value) and torch.equal(last[name], value), name
+            assert not torch.equal(first["classifier.weight"], last["classifier.weight"])
+        assert z.metadata["test_acc"].notna().all()
+    missing = parse_spec({**spec.model_dump(mode="json"),
+                          "task": {"name": "supervised", "pretrained": str(tmp_path / "nope")}})
+    with pytest.raises(ZooError, match="nope is not a zoo archive"):
+        generate(missing, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # nothing half-written
