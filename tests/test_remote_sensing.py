@@ -21,6 +21,8 @@ from modelzoo.specs import TaskSpec, TrainingConfig
 PUBLISHED = [("dual_simclr", {}, 55_961_536),
              ("dual_simclr", {"depth": 18}, 23_037_888),
              ("dual_vit", {}, 44_214_528),
+             ("dual_swin", {}, 55_052_532),
+             ("dual_swin", {"head": "classification"}, 55_064_828),
              ("multitask_plant", {}, 31_178_758),
              ("no2_net", {}, 24_957_947)]
 
@@ -28,6 +30,44 @@ PUBLISHED = [("dual_simclr", {}, 55_961_536),
 @pytest.mark.parametrize("name,kwargs,count", PUBLISHED)
 def test_published_sizes(name, kwargs, count):
     assert count_parameters(create_model(name, **kwargs)) == count
+
+
+def test_swin_t_encoder_is_swin_t():
+    from modelzoo.remote_sensing.models import SwinEncoder
+
+    # Swin-T has 28,288,354 parameters with its 1000-class ImageNet head (768 x 1000 + 1000)
+    assert count_parameters(SwinEncoder(3)) == 28_288_354 - 769_000
+    model = create_model("dual_swin")
+    with torch.no_grad():
+        out = model.eval()(torch.randn(1, 2, 224, 224), torch.randn(1, 13, 224, 224))
+    assert out["h1"].shape == (1, 768) and out["h2"].shape == (1, 768)
+
+
+def test_dual_swin_trains_contrastively():
+    data = create_dataset("synthetic_sen12ms", options={"n": 150})
+    run = train_task_model("dual_swin", {"image_size": 32, "patch": 2, "embed_dim": 16,
+                                         "depths": [2, 2], "heads": [1, 2], "window": 4},
+                           config(epochs=2, temperature=0.2), data, TaskSpec(name="contrastive"))
+    assert run.metrics["test_loss"][-1] < 0.8 * run.metrics["test_loss"][0]
+
+
+def test_shifted_windows_do_not_attend_across_the_wrapped_border():
+    from modelzoo.remote_sensing.models import SwinBlock
+
+    torch.manual_seed(0)
+    block = SwinBlock(dim=8, heads=2, window=4, shift=2, resolution=8).eval()
+    x = torch.randn(1, 64, 8)
+
+    def changed(source, target):  # does perturbing token `source` move the output at `target`?
+        y = x.clone()
+        y[0, source[0] * 8 + source[1]] += 1.0
+        with torch.no_grad():
+            diff = block(y) - block(x)
+        return diff[0, target[0] * 8 + target[1]].abs().max().item() > 1e-6
+
+    # (6, 6) and (0, 0) share a shifted window only through the roll: masked apart
+    assert not changed((0, 0), (6, 6))
+    assert changed((7, 7), (6, 6)) and changed((1, 1), (0, 0))
 
 
 def test_no2_head_is_the_published_one():
@@ -141,6 +181,9 @@ def test_sen12ms_reader(tmp_path):
         write_triplet(tmp_path, names, rng, label_values=(1, 10, 13, 17))
     data = create_dataset("sen12ms", root=tmp_path, options={"patch_size": 8})
     assert len(data.train) + len(data.val) + len(data.test) == 10
+    cropped = create_dataset("sen12ms", root=tmp_path, options={"crop": 12, "patch_size": 6})
+    assert cropped.train["s2"].shape[1:] == (13, 6, 6)
+    assert cropped.train["land_cover"].shape[1:] == (6, 6)
     assert data.train["s1"].shape[1:] == (2, 8, 8) and data.train["s2"].shape[1:] == (13, 8, 8)
     assert 0 <= data.train["s1"].min() and data.train["s2"].max() <= 1.0
     # IGBP 1 -> Forest (0), 10 -> Grassland (2), 13 -> Urban (5), 17 -> Water (7)
@@ -256,7 +299,7 @@ def test_tiny_remote_sensing_zoo_generates_and_validates(task, tmp_path):
 
     spec = {"name": f"tiny-{task}", **TINY_ZOOS[task], "task": {"name": task, "mc_passes": 3},
             "training": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "activation": "relu",
-                         "init": "kaiming_uniform"}}
+                         "init": "kaiming_uniform", "schedule": "onecycle"}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = tmp_path / "zoo"

@@ -7,8 +7,9 @@ Each has a size knob; the defaults are the published sizes (parameter counts in
   projection MLP per stream (2048 -> 2048 -> 128 for ResNet-50), optional DFC2020 heads on the
   concatenated features (classification: Linear(2 x feat, 8); segmentation: 1x1 conv on the
   concatenated last feature maps, upsampled to the input size).
-- ``dual_vit``: the transformer variant with two ViT encoders (patch embedding, pre-norm encoder
-  layers, mean-pooled tokens); NT-Xent directly on the pooled features, no projection head.
+- ``dual_swin``: the published transformer variant, two Swin-T encoders (shifted-window attention
+  with relative-position bias, patch merging); NT-Xent directly on the pooled 768-d features, no
+  projection head; ``dual_vit`` is the same with plain ViT encoders.
 - ``multitask_plant``: U-Net backbone on 12 Sentinel-2 bands; plume segmentation (1x1 conv),
   power-generation regression (pooled bottleneck + 4 weather values -> MLP) and fuel-type
   classification (4 classes).
@@ -201,6 +202,169 @@ class DualViT(RemoteSensingModel):
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
                     nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        nn.init.constant_(module.bias, bias_init)
+
+    def forward(self, s1, s2):
+        h1, h2 = self.enc1(s1), self.enc2(s2)
+        out = {"h1": h1, "h2": h2, "z1": h1, "z2": h2}
+        if self.head == "classification":
+            out["logits"] = self.classifier(torch.cat([h1, h2], dim=1))
+        return out
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, H, W, C] -> windows [B * H/w * W/w, w * w, C] (batch-major)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, b: int, h: int, w: int) -> torch.Tensor:
+    """The inverse of ``window_partition``: -> [B, H, W, C]."""
+    x = windows.view(b, h // window, w // window, window, window, -1).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, -1)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a learned relative-position bias."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        grid = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
+                                          indexing="ij")).flatten(1)
+        rel = (grid[:, :, None] - grid[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("relative_position_index", rel[..., 0] * (2 * window - 1) + rel[..., 1],
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x [B * windows, N, C]; mask [windows, N, N] additive (shifted windows) or None."""
+        bw, n, c = x.shape
+        q, k, v = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # [1, heads, N, N]
+        if mask is not None:
+            bias = (bias + mask[:, None]).repeat(bw // len(mask), 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm Swin block: (shifted-)window attention and a 4x MLP, both residual."""
+
+    def __init__(self, dim: int, heads: int, window: int, shift: int, resolution: int):
+        super().__init__()
+        if resolution <= window:  # one window covers the map: no shift
+            window, shift = resolution, 0
+        self.window, self.shift, self.resolution = window, shift, resolution
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, heads, window)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        mask = None
+        if shift:
+            region = torch.zeros(1, resolution, resolution, 1)
+            bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+            for i, (rows, cols) in enumerate((r, c) for r in bands for c in bands):
+                region[:, rows, cols] = i
+            ids = window_partition(region, window).squeeze(-1)  # [windows, N]
+            mask = (ids[:, None, :] != ids[:, :, None]).float() * -100.0
+        self.register_buffer("attn_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, c = x.shape
+        side = self.resolution
+        h = self.norm1(x).view(b, side, side, c)
+        if self.shift:
+            h = torch.roll(h, (-self.shift, -self.shift), (1, 2))
+        h = window_reverse(self.attn(window_partition(h, self.window), self.attn_mask),
+                           self.window, b, side, side)
+        if self.shift:
+            h = torch.roll(h, (self.shift, self.shift), (1, 2))
+        x = x + h.reshape(b, length, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbouring tokens concatenated, normalised and projected: [B, HW, C] -> [B, HW/4, 2C]."""
+
+    def __init__(self, dim: int, resolution: int):
+        super().__init__()
+        self.resolution = resolution
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, c = x.shape
+        x = x.view(b, self.resolution, self.resolution, c)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x.view(b, -1, 4 * c)))
+
+
+class SwinEncoder(nn.Module):
+    """Swin transformer trunk; Swin-T by default (embed 96, depths 2,2,6,2, heads 3,6,12,24,
+    window 7, patch 4, 224x224). Returns the mean-pooled final tokens [B, 8 x embed_dim]."""
+
+    def __init__(self, in_channels: int, image_size: int = 224, patch: int = 4,
+                 embed_dim: int = 96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window: int = 7):
+        super().__init__()
+        if len(depths) != len(heads):
+            raise ZooError(f"swin: depths {list(depths)} and heads {list(heads)} differ in length")
+        side = image_size // patch
+        if image_size % patch or side % 2 ** (len(depths) - 1):
+            raise ZooError(f"swin: image_size {image_size} / patch {patch} must halve "
+                           f"{len(depths) - 1} times")
+        self.patch_embed = nn.Conv2d(in_channels, embed_dim, patch, stride=patch)
+        self.patch_norm = nn.LayerNorm(embed_dim)
+        stages, dim = [], embed_dim
+        for i, (depth, head_count) in enumerate(zip(depths, heads)):
+            if side > window and side % window:
+                raise ZooError(f"swin: stage {i} resolution {side} is not a multiple of window "
+                               f"{window}")
+            blocks = [SwinBlock(dim, head_count, window, window // 2 if j % 2 else 0, side)
+                      for j in range(depth)]
+            if i < len(depths) - 1:
+                blocks.append(PatchMerging(dim, side))
+                side, dim = side // 2, dim * 2
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(dim)
+        self.out_features = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_norm(self.patch_embed(x).flatten(2).transpose(1, 2))
+        return self.norm(self.stages(x)).mean(dim=1)
+
+
+@register_model("dual_swin")
+class DualSwin(RemoteSensingModel):
+    """The published transformer Dual-SSL (CVPR EarthVision 2022): two Swin-T encoders (S1 2 and
+    S2 13 channels), NT-Xent on the pooled 768-d features (no projection head); with
+    ``head='classification'`` Linear(1536, num_classes) on the concatenated features.
+    Outputs as ``DualViT``. Small setting e.g. image_size 32, patch 2, embed_dim 16,
+    depths [1, 1], heads [1, 2], window 4."""
+
+    def __init__(self, s1_channels=2, s2_channels=13, image_size=224, patch=4, embed_dim=96,
+                 depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window=7, head="none",
+                 num_classes=8, activation="gelu", dropout=0.0, init="uniform", bias_init=0.0):
+        super().__init__(activation, dropout, init, bias_init)
+        if head not in ("none", "classification"):
+            raise ZooError(f"dual_swin head must be none or classification, got {head!r}")
+        self.head = head
+        args = (image_size, patch, embed_dim, tuple(depths), tuple(heads), window)
+        self.enc1 = SwinEncoder(s1_channels, *args)
+        self.enc2 = SwinEncoder(s2_channels, *args)
+        if head == "classification":
+            self.classifier = nn.Linear(2 * self.enc1.out_features, num_classes)
+        with torch.no_grad():  # truncated-normal linear layers, zero biases, as Swin does
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.trunc_normal_(module.weight, std=0.02)
                     if module.bias is not None:
                         nn.init.constant_(module.bias, bias_init)
 

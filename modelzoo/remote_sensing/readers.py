@@ -67,6 +67,17 @@ def block_average(x: np.ndarray, size: int | None) -> np.ndarray:
     return x.reshape(*x.shape[:-2], size, h // size, size, w // size).mean(axis=(-3, -1))
 
 
+def center_crop(x: np.ndarray, size: int | None) -> np.ndarray:
+    """The central [..., size, size] of [..., H, W] (None = unchanged)."""
+    if size is None:
+        return x
+    h, w = x.shape[-2:]
+    if size > min(h, w):
+        raise ZooError(f"crop {size} is larger than the {h}x{w} patches")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
 def nearest(labels: np.ndarray, size: int | None) -> np.ndarray:
     if size is None or labels.shape[-1] == size:
         return labels
@@ -81,12 +92,18 @@ def _map_labels(values: np.ndarray, table: dict[int, int]) -> np.ndarray:
     return out
 
 
-def _paired(name: str, triplets: list[tuple[Path, Path, Path]], lc_map, patch_size) -> dict:
+def _paired(name: str, triplets: list[tuple[Path, Path, Path]], lc_map, patch_size,
+            crop) -> dict:
     if not triplets:
         raise ZooError(f"dataset {name!r}: no s1/s2/label GeoTIFF triplets found")
-    s1 = np.stack([block_average(read_geotiff(a, 2), patch_size) for a, _, _ in triplets])
-    s2 = np.stack([block_average(read_geotiff(b, 13), patch_size) for _, b, _ in triplets])
-    lc = np.stack([nearest(lc_map(read_geotiff(c)[0]), patch_size) for _, _, c in triplets])
+
+    def image(path, bands):
+        return block_average(center_crop(read_geotiff(path, bands), crop), patch_size)
+
+    s1 = np.stack([image(a, 2) for a, _, _ in triplets])
+    s2 = np.stack([image(b, 13) for _, b, _ in triplets])
+    lc = np.stack([nearest(center_crop(lc_map(read_geotiff(c)[0]), crop), patch_size)
+                   for _, _, c in triplets])
     single, multi = dfc_labels(lc)
     return {"s1": preprocess_s1(s1), "s2": preprocess_s2(s2), "land_cover": lc, "label": single,
             "multilabel": multi}
@@ -98,8 +115,10 @@ def _require_dir(root: Path, name: str, source: str) -> None:
 
 
 @register_dataset("sen12ms", val_size=0.15, source=SEN12MS_SOURCE, task_data=True)
-def read_sen12ms(root: Path, patch_size: int | None = None, seed: int = 42) -> TaskData:
-    """SEN12MS S1/S2/LC triplets; labels from the IGBP layer mapped to the 8 DFC2020 classes."""
+def read_sen12ms(root: Path, patch_size: int | None = None, crop: int | None = None,
+                 seed: int = 42) -> TaskData:
+    """SEN12MS S1/S2/LC triplets; labels from the IGBP layer mapped to the 8 DFC2020 classes.
+    ``crop``: central crop (e.g. 224 for Swin-T), then ``patch_size`` block averaging."""
     _require_dir(root, "sen12ms", SEN12MS_SOURCE)
     triplets = []
     for s1 in sorted(root.glob("ROIs*/s1_*/ROIs*_s1_*_p*.tif")):
@@ -110,12 +129,13 @@ def read_sen12ms(root: Path, patch_size: int | None = None, seed: int = 42) -> T
         triplets.append((s1, s2, lc))
     data = _paired("sen12ms", triplets,
                    lambda igbp: _map_labels(_map_labels(igbp.astype(np.int64), IGBP_TO_DFC),
-                                            DFC_TO_INDEX), patch_size)
+                                            DFC_TO_INDEX), patch_size, crop)
     return split_task_data("sen12ms", data, ["s1", "s2"], DFC2020_CLASSES, 0.15, 0.15, seed)
 
 
 @register_dataset("dfc2020", val_size=0.2, source=DFC2020_SOURCE, task_data=True)
-def read_dfc2020(root: Path, patch_size: int | None = None, seed: int = 42) -> TaskData:
+def read_dfc2020(root: Path, patch_size: int | None = None, crop: int | None = None,
+                 seed: int = 42) -> TaskData:
     """DFC2020: validation patches -> train / val (80/20), test patches -> test."""
     _require_dir(root, "dfc2020", DFC2020_SOURCE)
     parts = {}
@@ -128,7 +148,8 @@ def read_dfc2020(root: Path, patch_size: int | None = None, seed: int = 42) -> T
                        for kind in ("s2", "dfc"))
             triplets.append((s1, s2, dfc))
         parts[split] = _paired("dfc2020", triplets,
-                               lambda v: _map_labels(v.astype(np.int64), DFC_TO_INDEX), patch_size)
+                               lambda v: _map_labels(v.astype(np.int64), DFC_TO_INDEX), patch_size,
+                               crop)
     return with_test_split("dfc2020", parts["validation"], parts["test"], ["s1", "s2"],
                            DFC2020_CLASSES, 0.2, seed)
 

@@ -217,6 +217,11 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
     objective = Objective(task, config, data)
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)
+    steps = len(subset) // config.batch_size
+    scheduler = None
+    if config.schedule == "onecycle" and config.epochs > 0:  # warm-up, then cosine decay
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                        total_steps=config.epochs * steps)
     names = task.metric_names()
     states, metrics = [], {m: [] for m in names}
     stored = config.stored_epochs()
@@ -242,6 +247,8 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
             if epoch in stored:
                 record()
                 if task.freeze:
