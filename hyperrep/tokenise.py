@@ -39,12 +39,30 @@ class TokenMap:
 
 
 def module_rows(layout: Layout) -> "OrderedDict[str, list[torch.Tensor]]":
-    """Per module (name prefix), the flat-vector indices of each of its rows, in layout order."""
+    """Per module (name prefix), the flat-vector indices of each of its rows, in layout order.
+
+    A row is one output unit: index 0 of every tensor of the module. A tensor whose units sit on
+    dim 1 instead (a transposed convolution's weight [in, out, k, k]) is read along dim 1; one
+    that fits neither (a position embedding [1, N, D] beside other tensors) becomes its own layer.
+    """
+    units: dict[str, int] = {}  # output units per module: its 1-D tensors' length, else dim 0
+    for entry in layout.entries:
+        module = entry.name.rsplit(".", 1)[0]
+        if len(entry.shape) == 1 or module not in units:
+            units[module] = entry.shape[0] if entry.shape else 1
     modules: "OrderedDict[str, list]" = OrderedDict()
     for entry in layout.entries:
         module = entry.name.rsplit(".", 1)[0]
-        ids = torch.arange(entry.offset, entry.offset + entry.size).view(entry.shape[0], -1) \
-            if entry.shape else torch.arange(entry.offset, entry.offset + 1).view(1, 1)
+        flat = torch.arange(entry.offset, entry.offset + entry.size)
+        rows = units[module]
+        if not entry.shape:
+            ids = flat.view(1, 1)
+        elif entry.shape[0] == rows:
+            ids = flat.view(rows, -1)
+        elif len(entry.shape) > 1 and entry.shape[1] == rows:
+            ids = flat.view(entry.shape).transpose(0, 1).reshape(rows, -1)
+        else:
+            module, ids = entry.name, flat.view(entry.shape[0], -1)
         modules.setdefault(module, []).append(ids)
     return OrderedDict((name, [torch.cat([p[r] for p in parts]) for r in range(parts[0].shape[0])])
                        for name, parts in modules.items())

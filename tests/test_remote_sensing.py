@@ -371,3 +371,26 @@ def test_linear_evaluation_of_a_pretrained_contrastive_zoo(tmp_path):
     with pytest.raises(ZooError, match="nope is not a zoo archive"):
         generate(missing, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+SMALL = {"dual_simclr": {"depth": 10, "width": 4, "head": "segmentation", "stem": "small"},
+         "dual_vit": {"image_size": 16, "patch": 4, "dim": 16, "depth": 1, "heads": 2,
+                      "head": "classification"},
+         "dual_swin": {"image_size": 16, "patch": 2, "embed_dim": 8, "depths": [2, 2],
+                       "heads": [1, 2], "window": 4},
+         "multitask_plant": {"width": 2, "levels": 2},
+         "no2_net": {"depth": 10, "width": 4, "s5p_size": 24}}
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL))
+def test_tokenisation_covers_every_remote_sensing_layer(arch):
+    from hyperrep.tokenise import build_token_map, detokenise, tokenise
+    from modelzoo.layout import Layout
+
+    layout = Layout.of(create_model(arch, **SMALL[arch]))
+    tokens = build_token_map(layout, 32)
+    flat = torch.randn(3, layout.size)
+    assert torch.equal(detokenise(tokenise(flat, tokens), tokens, layout.size), flat)
+    covered = torch.zeros(layout.size, dtype=torch.bool)
+    covered[tokens.index[tokens.mask]] = True
+    assert covered.all()  # every stored value (weights, biases, norms, BN statistics) is in a token
