@@ -42,7 +42,7 @@ from modelzoo.errors import ZooError
 from modelzoo.generate import load_data, train_configs
 from modelzoo.specs import TrainingConfig
 from modelzoo.training import ModelRun, build_model
-from modelzoo.zoo import Zoo
+from modelzoo.zoo import Zoo, open_zoo
 
 SAMPLERS = ("kde-anchor", "kde", "uniform")
 BASELINES = ("B_T", "B_F")
@@ -210,6 +210,10 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} exists and is not empty; choose a new --out")
+    with open_zoo(zoo_path) as zoo:
+        if zoo.task != "classification":
+            raise ZooError(f"{zoo_path}: hyperrep sample supports classification zoos; this one "
+                           f"is a {zoo.task!r} zoo")
     say = on_step or (lambda _msg: None)
     say("embedding the zoo")
     model, data, run_config = open_run_tokens(run, zoo_path, device)

@@ -240,6 +240,9 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
     with open_zoo(root) as zoo:
         if not zoo.complete:
             raise ZooError(f"{root}: the zoo is incomplete; finish it first (zoo generate --resume)")
+        if zoo.task != "classification":
+            raise ZooError(f"{root}: zoo sparsify supports classification zoos; this one is "
+                           f"a {zoo.task!r} zoo")
         epoch = zoo.epochs[-1] if from_epoch is None else from_epoch
         if epoch not in zoo.epochs:
             raise ZooError(f"--from-epoch {epoch}: stored epochs are {zoo.epochs}")

@@ -323,6 +323,12 @@ def test_tiny_remote_sensing_zoo_generates_and_validates(task, tmp_path):
 
         results = json.loads((tmp_path / "probe.json").read_text())
         assert {"test_r2", "gap", "epoch", "dropout"} <= set(results)
+        for refused in (run_cli("cli.zoo", "sparsify", str(out), "--ratios", "0.5"),
+                        run_cli("cli.hyperrep", "sample", str(run), str(out), "--n", "2",
+                                "--out", str(tmp_path / "samples"))):
+            assert refused.returncode == 2
+            assert "supports classification zoos" in refused.stderr.strip().splitlines()[-1]
+            assert "Traceback" not in refused.stderr
 
 
 def test_task_spec_errors_are_one_line(tmp_path):
