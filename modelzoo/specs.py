@@ -201,6 +201,8 @@ class ZooSpec(Strict):
             raise ValueError(f"task {self.task.name!r} needs a task data set (synthetic_sen12ms, "
                              f"sen12ms, dfc2020, synthetic_plants, power_plants, synthetic_no2, "
                              f"no2), not {self.dataset.name!r}")
+        if (self.task.pretrained or self.task.freeze) and self.task.name != "supervised":
+            raise ValueError("task.pretrained and task.freeze belong to task supervised")
         if self.dataset.options and not task_data:
             raise ValueError(f"dataset.options: only task data sets take options")
         return self

@@ -372,6 +372,13 @@ def test_linear_evaluation_of_a_pretrained_contrastive_zoo(tmp_path):
                 assert torch.equal(first[name], value) and torch.equal(last[name], value), name
             assert not torch.equal(first["classifier.weight"], last["classifier.weight"])
         assert z.metadata["test_acc"].notna().all()
+    random = generate(parse_spec({**spec.model_dump(mode="json"), "name": "random",
+                                  "task": {"name": "supervised", "freeze": True}}),
+                      tmp_path / "random")  # frozen random encoders: the baseline
+    with open_zoo(random) as z:
+        first, last = z.state_dict(0, 0), z.state_dict(0, z.epochs[-1])
+        assert torch.equal(first["enc1.conv1.weight"], last["enc1.conv1.weight"])
+        assert torch.equal(first["enc2.bn1.running_mean"], last["enc2.bn1.running_mean"])
     missing = parse_spec({**spec.model_dump(mode="json"),
                           "task": {"name": "supervised", "pretrained": str(tmp_path / "nope")}})
     with pytest.raises(ZooError, match="nope is not a zoo archive"):

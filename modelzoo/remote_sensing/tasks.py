@@ -7,7 +7,9 @@
 - ``supervised``: DFC2020 heads: ``label: single`` (cross-entropy on the majority class), ``multi``
   (BCE on classes >= 10%, accuracy = mean per-label accuracy) or ``segmentation`` (per-pixel
   cross-entropy; ``acc`` = pixel accuracy, ``miou``). ``pretrained``: a contrastive zoo whose
-  model i (last stored epoch) initialises model i's encoders; ``freeze: true`` = linear evaluation.
+  model i (last stored epoch) initialises model i's encoders; ``freeze: true`` = linear evaluation:
+  only the head (``classifier``) trains, the encoders keep their weights and BatchNorm statistics
+  (pre-trained, or random without ``pretrained``: the random-encoder baseline).
 - ``multitask``: plume segmentation (BCE), generation regression (L1), fuel classification (CE),
   combined with ``DynamicTaskWeighting`` (KPIs: rate of IoU >= ``kpi_iou``, rate of absolute error
   <= ``kpi_mae``, accuracy) or fixed weights (the config's ``task_weighting``). Metrics per split:
@@ -182,7 +184,7 @@ class Objective:
 
 def load_pretrained(model, task: TaskSpec, index: int) -> None:
     """Copy model ``index``'s last stored state of the ``pretrained`` zoo into the matching
-    parameters of ``model`` (encoders, projections); freeze them when ``task.freeze``."""
+    parameters of ``model`` (encoders, projections)."""
     from modelzoo.zoo import open_zoo
 
     with open_zoo(task.pretrained) as zoo:
@@ -195,10 +197,16 @@ def load_pretrained(model, task: TaskSpec, index: int) -> None:
     if not shared:
         raise ZooError(f"pretrained zoo {task.pretrained}: no parameter matches this architecture")
     model.load_state_dict(shared, strict=False)
-    if task.freeze:
-        for name, param in model.named_parameters():
-            if name in shared:
-                param.requires_grad_(False)
+
+
+def freeze_all_but_head(model) -> None:
+    """Linear evaluation: every parameter outside ``classifier`` stops training."""
+    if not hasattr(model, "classifier"):
+        raise ZooError("task.freeze needs an architecture with a head (head: classification or "
+                       "segmentation)")
+    for name, param in model.named_parameters():
+        if not name.startswith("classifier."):
+            param.requires_grad_(False)
 
 
 def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: TaskData,
@@ -212,6 +220,8 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
     layout = Layout.of(model)
     if task.pretrained:
         load_pretrained(model, task, index)
+    if task.freeze:
+        freeze_all_but_head(model)
     model = model.to(device)
     splits = data.on(device)
     objective = Objective(task, config, data)
