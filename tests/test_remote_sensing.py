@@ -109,6 +109,17 @@ def test_segmentation_head_learns_land_cover():
     assert run.metrics["test_loss"][-1] < run.metrics["test_loss"][0]
 
 
+def test_multi_label_head_learns_the_classes_present():
+    data = create_dataset("synthetic_sen12ms", options={"n": 300})
+    run = train_task_model("dual_simclr", {"depth": 10, "width": 4, "head": "classification",
+                                           "stem": "small"},
+                           config(lr=3e-3, epochs=4), data,
+                           TaskSpec(name="supervised", label="multi"))
+    present = data.test["multilabel"].mean().item()  # share of (sample, class) pairs present
+    assert run.metrics["test_acc"][-1] > max(present, 1 - present) + 0.05
+    assert run.metrics["test_loss"][-1] < run.metrics["test_loss"][0]
+
+
 def test_dynamic_weighting_follows_the_kpis():
     weighting = DynamicTaskWeighting(["improving", "flat"], alpha=0.5, gamma=2.0)
     history = []
