@@ -23,6 +23,7 @@ PUBLISHED = [("dual_simclr", {}, 55_961_536),
              ("dual_vit", {}, 44_214_528),
              ("dual_swin", {}, 55_052_532),
              ("dual_swin", {"head": "classification"}, 55_064_828),
+             ("dual_swin", {"head": "segmentation"}, 82_774_928),  # + Swin-UNet decoders
              ("multitask_plant", {}, 31_178_758),
              ("no2_net", {}, 24_957_947)]
 
@@ -41,6 +42,10 @@ def test_swin_t_encoder_is_swin_t():
     with torch.no_grad():
         out = model.eval()(torch.randn(1, 2, 224, 224), torch.randn(1, 13, 224, 224))
     assert out["h1"].shape == (1, 768) and out["h2"].shape == (1, 768)
+    model = create_model("dual_swin", head="segmentation")
+    with torch.no_grad():
+        out = model.eval()(torch.randn(1, 2, 224, 224), torch.randn(1, 13, 224, 224))
+    assert out["logits"].shape == (1, 8, 224, 224)
 
 
 def test_dual_swin_trains_contrastively():
@@ -49,6 +54,16 @@ def test_dual_swin_trains_contrastively():
                                          "depths": [2, 2], "heads": [1, 2], "window": 4},
                            config(epochs=2, temperature=0.2), data, TaskSpec(name="contrastive"))
     assert run.metrics["test_loss"][-1] < 0.8 * run.metrics["test_loss"][0]
+
+
+def test_swin_unet_segmentation_learns_land_cover():
+    data = create_dataset("synthetic_sen12ms", options={"n": 200, "size": 16})
+    run = train_task_model("dual_swin", {"image_size": 16, "patch": 2, "embed_dim": 8,
+                                         "depths": [2, 2], "heads": [1, 2], "window": 4,
+                                         "head": "segmentation"},
+                           config(lr=3e-3, epochs=4), data,
+                           TaskSpec(name="supervised", label="segmentation"))
+    assert run.metrics["test_miou"][-1] > run.metrics["test_miou"][0] + 0.05
 
 
 def test_shifted_windows_do_not_attend_across_the_wrapped_border():
@@ -401,7 +416,7 @@ SMALL = {"dual_simclr": {"depth": 10, "width": 4, "head": "segmentation", "stem"
          "dual_vit": {"image_size": 16, "patch": 4, "dim": 16, "depth": 1, "heads": 2,
                       "head": "classification"},
          "dual_swin": {"image_size": 16, "patch": 2, "embed_dim": 8, "depths": [2, 2],
-                       "heads": [1, 2], "window": 4},
+                       "heads": [1, 2], "window": 4, "head": "segmentation"},
          "multitask_plant": {"width": 2, "levels": 2},
          "no2_net": {"depth": 10, "width": 4, "s5p_size": 24}}
 

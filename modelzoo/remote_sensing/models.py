@@ -206,10 +206,13 @@ class DualViT(RemoteSensingModel):
                         nn.init.constant_(module.bias, bias_init)
 
     def forward(self, s1, s2):
-        h1, h2 = self.enc1(s1), self.enc2(s2)
+        levels1, levels2 = self.enc1.levels(s1), self.enc2.levels(s2)
+        h1, h2 = levels1[-1].mean(dim=1), levels2[-1].mean(dim=1)
         out = {"h1": h1, "h2": h2, "z1": h1, "z2": h2}
         if self.head == "classification":
             out["logits"] = self.classifier(torch.cat([h1, h2], dim=1))
+        elif self.head == "segmentation":
+            out["logits"] = self.classifier(torch.cat([self.dec1(levels1), self.dec2(levels2)], 1))
         return out
 
 
@@ -306,9 +309,23 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x.view(b, -1, 4 * c)))
 
 
+def swin_stages(dim: int, side: int, depths, heads, window: int) -> nn.ModuleList:
+    """One ``nn.Sequential`` of Swin blocks per level, halving the side and doubling dim."""
+    stages = []
+    for i, (depth, head_count) in enumerate(zip(depths, heads)):
+        if side > window and side % window:
+            raise ZooError(f"swin: level {i} resolution {side} is not a multiple of window {window}")
+        stages.append(nn.Sequential(*[SwinBlock(dim, head_count, window,
+                                                window // 2 if j % 2 else 0, side)
+                                      for j in range(depth)]))
+        side, dim = side // 2, dim * 2
+    return nn.ModuleList(stages)
+
+
 class SwinEncoder(nn.Module):
     """Swin transformer trunk; Swin-T by default (embed 96, depths 2,2,6,2, heads 3,6,12,24,
-    window 7, patch 4, 224x224). Returns the mean-pooled final tokens [B, 8 x embed_dim]."""
+    window 7, patch 4, 224x224). ``forward`` returns the mean-pooled final tokens
+    [B, 2^(levels-1) x embed_dim]; ``levels`` the token maps of every level (the last normalised)."""
 
     def __init__(self, in_channels: int, image_size: int = 224, patch: int = 4,
                  embed_dim: int = 96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window: int = 7):
@@ -321,31 +338,78 @@ class SwinEncoder(nn.Module):
                            f"{len(depths) - 1} times")
         self.patch_embed = nn.Conv2d(in_channels, embed_dim, patch, stride=patch)
         self.patch_norm = nn.LayerNorm(embed_dim)
-        stages, dim = [], embed_dim
-        for i, (depth, head_count) in enumerate(zip(depths, heads)):
-            if side > window and side % window:
-                raise ZooError(f"swin: stage {i} resolution {side} is not a multiple of window "
-                               f"{window}")
-            blocks = [SwinBlock(dim, head_count, window, window // 2 if j % 2 else 0, side)
-                      for j in range(depth)]
-            if i < len(depths) - 1:
-                blocks.append(PatchMerging(dim, side))
-                side, dim = side // 2, dim * 2
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(dim)
-        self.out_features = dim
+        self.stages = swin_stages(embed_dim, side, depths, heads, window)
+        self.merges = nn.ModuleList(PatchMerging(embed_dim * 2 ** i, side // 2 ** i)
+                                    for i in range(len(depths) - 1))
+        self.out_features = embed_dim * 2 ** (len(depths) - 1)
+        self.norm = nn.LayerNorm(self.out_features)
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_norm(self.patch_embed(x).flatten(2).transpose(1, 2))
+        out = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            out.append(x)
+            if i < len(self.merges):
+                x = self.merges[i](x)
+        out[-1] = self.norm(out[-1])
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_norm(self.patch_embed(x).flatten(2).transpose(1, 2))
-        return self.norm(self.stages(x)).mean(dim=1)
+        return self.levels(x)[-1].mean(dim=1)
+
+
+class PatchExpand(nn.Module):
+    """Swin-UNet up-sampling: Linear(C, scale^2 x C / shrink), tokens rearranged to a map
+    ``scale`` times larger with C / shrink channels, LayerNorm. [B, HW, C] -> [B, s^2 HW, C/shrink]."""
+
+    def __init__(self, dim: int, resolution: int, scale: int = 2, shrink: int = 2):
+        super().__init__()
+        self.resolution, self.scale, self.out = resolution, scale, dim // shrink
+        self.expand = nn.Linear(dim, scale * scale * self.out, bias=False)
+        self.norm = nn.LayerNorm(self.out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, side, s = len(x), self.resolution, self.scale
+        x = self.expand(x).view(b, side, side, s, s, self.out).permute(0, 1, 3, 2, 4, 5)
+        return self.norm(x.reshape(b, side * s * side * s, self.out))
+
+
+class SwinUNetDecoder(nn.Module):
+    """Swin-UNet style decoder of one stream: from the deepest level, patch-expand, concatenate
+    the encoder's skip, project, Swin blocks; finally expand by the patch size to a per-pixel map
+    [B, embed_dim, H, W]."""
+
+    def __init__(self, image_size: int, patch: int, embed_dim: int, depths, heads, window: int):
+        super().__init__()
+        side = image_size // patch
+        levels = len(depths)
+        self.ups, self.fuse, self.stages = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(levels - 1)):
+            dim, res = embed_dim * 2 ** level, side // 2 ** level
+            self.ups.append(PatchExpand(2 * dim, res // 2))
+            self.fuse.append(nn.Linear(2 * dim, dim))
+            self.stages.append(swin_stages(dim, res, depths[level:level + 1],
+                                           heads[level:level + 1], window)[0])
+        self.final = PatchExpand(embed_dim, side, scale=patch, shrink=1)
+        self.side, self.patch = side, patch
+
+    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        x = levels[-1]
+        for up, fuse, stage, skip in zip(self.ups, self.fuse, self.stages, reversed(levels[:-1])):
+            x = stage(fuse(torch.cat([up(x), skip], dim=-1)))
+        x = self.final(x)
+        size = self.side * self.patch
+        return x.view(len(x), size, size, -1).permute(0, 3, 1, 2)
 
 
 @register_model("dual_swin")
 class DualSwin(RemoteSensingModel):
     """The published transformer Dual-SSL (CVPR EarthVision 2022): two Swin-T encoders (S1 2 and
     S2 13 channels), NT-Xent on the pooled 768-d features (no projection head); with
-    ``head='classification'`` Linear(1536, num_classes) on the concatenated features.
+    ``head='classification'`` Linear(1536, num_classes) on the concatenated features;
+    ``head='segmentation'`` a Swin-UNet decoder per stream and a 1x1 conv on the concatenated
+    per-pixel features -> logits [B, num_classes, H, W].
     Outputs as ``DualViT``. Small setting e.g. image_size 32, patch 2, embed_dim 16,
     depths [1, 1], heads [1, 2], window 4."""
 
@@ -353,14 +417,19 @@ class DualSwin(RemoteSensingModel):
                  depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window=7, head="none",
                  num_classes=8, activation="gelu", dropout=0.0, init="uniform", bias_init=0.0):
         super().__init__(activation, dropout, init, bias_init)
-        if head not in ("none", "classification"):
-            raise ZooError(f"dual_swin head must be none or classification, got {head!r}")
+        if head not in ("none", "classification", "segmentation"):
+            raise ZooError(f"dual_swin head must be none, classification or segmentation, "
+                           f"got {head!r}")
         self.head = head
         args = (image_size, patch, embed_dim, tuple(depths), tuple(heads), window)
         self.enc1 = SwinEncoder(s1_channels, *args)
         self.enc2 = SwinEncoder(s2_channels, *args)
         if head == "classification":
             self.classifier = nn.Linear(2 * self.enc1.out_features, num_classes)
+        elif head == "segmentation":  # a Swin-UNet decoder per stream, fused per pixel
+            self.dec1 = SwinUNetDecoder(*args)
+            self.dec2 = SwinUNetDecoder(*args)
+            self.classifier = nn.Conv2d(2 * embed_dim, num_classes, 1)
         with torch.no_grad():  # truncated-normal linear layers, zero biases, as Swin does
             for module in self.modules():
                 if isinstance(module, nn.Linear):
@@ -369,10 +438,13 @@ class DualSwin(RemoteSensingModel):
                         nn.init.constant_(module.bias, bias_init)
 
     def forward(self, s1, s2):
-        h1, h2 = self.enc1(s1), self.enc2(s2)
+        levels1, levels2 = self.enc1.levels(s1), self.enc2.levels(s2)
+        h1, h2 = levels1[-1].mean(dim=1), levels2[-1].mean(dim=1)
         out = {"h1": h1, "h2": h2, "z1": h1, "z2": h2}
         if self.head == "classification":
             out["logits"] = self.classifier(torch.cat([h1, h2], dim=1))
+        elif self.head == "segmentation":
+            out["logits"] = self.classifier(torch.cat([self.dec1(levels1), self.dec2(levels2)], 1))
         return out
 
 
