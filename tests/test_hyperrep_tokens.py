@@ -44,3 +44,28 @@ def test_permuted_network_computes_the_same_function(arch, kwargs, shape, activa
         permuted.load_state_dict(layout.unflatten(flat[0, index]))
         assert not torch.equal(flat[0, index], flat[0])
         assert torch.allclose(permuted(x), reference, atol=1e-5)
+
+
+def test_permuted_resnet18_computes_the_same_function():
+    """Residual streams permuted stage by stage, BatchNorm parameters and statistics along."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10).eval()
+    with torch.no_grad():  # non-trivial BatchNorm state, so a BN left behind would show
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+                module.running_mean.normal_(0, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    layout = Layout.of(model)
+    flat = torch.from_numpy(layout.flatten(model.state_dict()))
+    plan = PermutationPlan("resnet18", layout)
+    assert len(plan.unit_counts()) == 12  # 8 blocks + 4 residual streams
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+        for index in plan.sample(2, torch.Generator().manual_seed(1)):
+            permuted = create_model("resnet18", num_classes=10).eval()
+            permuted.load_state_dict(layout.unflatten(flat[index]), strict=False)
+            assert not torch.equal(flat[index], flat)
+            assert torch.allclose(permuted(x), reference, atol=1e-5)
