@@ -1,7 +1,10 @@
 """Ray backend: the zoo's pending shards run as Ray tasks; the driver writes each as it completes.
 
-With no address a local Ray instance is started (one CPU per task; ``--device cuda`` asks one GPU
-per task); with an address it joins that cluster. The data set is loaded once by the driver and
+With no address a local Ray instance is started; with an address it joins that cluster. Every task
+runs with the driver's number of intra-op threads (capped by ``--workers`` for a local instance) and
+asks that many CPUs (``--device cuda``: one GPU): some kernels (BatchNorm, transposed convolutions)
+round differently with another thread count, so this is what keeps the bytes equal to the local
+backend's. The data set is loaded once by the driver and
 shared through Ray's object store, so worker nodes need no copy of the data folder. A task whose
 worker dies is retried (``max_retries``); shards already written are never redone, so a killed
 driver resumes with ``zoo generate --resume``. Shards hold the same bytes as the local backend's.
@@ -19,10 +22,13 @@ TASK_RETRIES = 3
 
 
 def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device: str,
-                population_size: int | None) -> list[ModelRun]:
-    """The work of one shard, run inside a Ray worker."""
+                population_size: int | None, threads: int) -> list[ModelRun]:
+    """The work of one shard, run inside a Ray worker with ``threads`` intra-op threads."""
+    import torch
+
     from modelzoo.generate import train_configs
 
+    torch.set_num_threads(threads)
     spec = parse_spec(spec_json)
     return train_configs(spec, spec.configs()[start:stop], data, device, population_size)
 
@@ -42,13 +48,18 @@ def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ZooError(f"cannot start or join Ray (address={address!r}): {exc}") from None
-    resources = {"num_gpus": 1} if device.startswith("cuda") else {"num_cpus": 1}
+    import torch
+
+    threads = torch.get_num_threads()
+    if num_cpus and not address:
+        threads = min(threads, num_cpus)
+    resources = {"num_gpus": 1} if device.startswith("cuda") else {"num_cpus": threads}
     task = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False, **resources)(train_shard)
     try:
         data_ref = ray.put(data)
         spec_json = spec.model_dump(mode="json")
-        futures = {task.remote(spec_json, start, stop, data_ref, device, population_size):
-                   (start, stop) for start, stop in writer.pending()}
+        futures = {task.remote(spec_json, start, stop, data_ref, device, population_size,
+                               threads): (start, stop) for start, stop in writer.pending()}
         while futures:
             ready, _ = ray.wait(list(futures), num_returns=1)
             start, stop = futures.pop(ready[0])

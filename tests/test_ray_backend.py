@@ -95,3 +95,17 @@ def test_killed_ray_driver_resumes_to_the_same_archive(local_zoo, tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert shard_bytes(out) == shard_bytes(local_zoo)
+
+
+def test_ray_archive_of_a_batchnorm_task_zoo_equals_local(tmp_path):
+    """U-Net with BatchNorm and transposed convolutions: bits depend on the thread count, so the
+    tasks run with the driver's."""
+    spec = parse_spec({"name": "tiny-plants", "task": {"name": "multitask"},
+                       "architecture": {"name": "multitask_plant", "width": 2, "levels": 1},
+                       "dataset": {"name": "synthetic_plants", "options": {"n": 120, "size": 16}},
+                       "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3,
+                                    "activation": "relu", "init": "kaiming_uniform"},
+                       "factors": {"seed": [1, 2], "task_weighting": ["dynamic", "fixed"]}})
+    local = generate(spec, tmp_path / "local", shard_size=2)
+    remote = generate(spec, tmp_path / "ray", shard_size=2, backend="ray", ray_cpus=2)
+    assert shard_bytes(remote) == shard_bytes(local)
