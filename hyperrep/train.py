@@ -131,7 +131,16 @@ def make_views(flat: torch.Tensor, tokens: TokenMap, perms: torch.Tensor, cfg: T
     return random_erase(view, tokens.mask, cfg.erase_p, generator=generator)
 
 
+MAX_DECODER_INPUT = 300_000_000  # parameters of the latent -> all-tokens projection we allow
+
+
 def build_model(cfg: TrainConfig, tokens: TokenMap) -> HyperRepresentation:
+    size = tokens.n_tokens * cfg.d_model * cfg.latent
+    if size > MAX_DECODER_INPUT:
+        raise ZooError(f"this zoo's models have {tokens.n_tokens:,} tokens: the decoder's latent -> "
+                       f"tokens projection would hold {size:,} parameters (latent {cfg.latent} x "
+                       f"d_model {cfg.d_model} x tokens); lower latent / d_model or raise "
+                       f"token_size (windows of tokens for very large models are not built yet)")
     model_cfg = ModelConfig(n_tokens=tokens.n_tokens, token_size=tokens.token_size,
                             n_layers=len(tokens.layer_names),
                             max_within=int(tokens.positions[:, 2].max()) + 1,

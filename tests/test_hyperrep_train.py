@@ -86,3 +86,15 @@ def test_nt_xent_prefers_matching_pairs():
 
     z = torch.randn(8, 4)
     assert nt_xent(z, z + 0.01 * torch.randn(8, 4)) < nt_xent(z, torch.randn(8, 4))
+
+
+def test_a_too_large_decoder_is_one_clear_error():
+    from hyperrep.tokenise import build_token_map
+    from hyperrep.train import TrainConfig, build_model
+    from modelzoo.architectures import create_model
+    from modelzoo.errors import ZooError
+    from modelzoo.layout import Layout
+
+    tokens = build_token_map(Layout.of(create_model("resnet18")), 64)
+    with pytest.raises(ZooError, match="179,290 tokens"):
+        build_model(TrainConfig(), tokens)
