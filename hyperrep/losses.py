@@ -15,8 +15,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the real (unpadded) token values; mask [T, S] bool."""
-    diff = (pred - target)[:, mask]
+    """Mean squared error over the real (unpadded) token values; mask [T, S] or [B, T, S] bool."""
+    diff = (pred - target)[mask.expand_as(pred)] if mask.dim() == 3 else (pred - target)[:, mask]
     return diff.pow(2).mean()
 
 

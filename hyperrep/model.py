@@ -1,7 +1,9 @@
 """Transformer autoencoder over weight tokens with a compression token and a projection head.
 
 Shapes: tokens [B, T, S] (S = token size) -> latent [B, L] in (-1, 1) -> reconstruction [B, T, S];
-projection head: latent -> [B, proj_dim] for the contrastive loss.
+projection head: latent -> [B, proj_dim] for the contrastive loss. With ``window`` W > 0 the model
+works on windows of W consecutive tokens (positions [B, W, 3] say where each window lies), so its
+size does not grow with the zoo model's; a model's embedding is then the mean over its windows.
 """
 
 from dataclasses import asdict, dataclass
@@ -25,6 +27,11 @@ class ModelConfig:
     latent: int
     proj_dim: int
     dropout: float = 0.0
+    window: int = 0  # tokens per window (0: whole models)
+
+    @property
+    def decoded_tokens(self) -> int:
+        return self.window or self.n_tokens
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,9 +46,9 @@ class Positions(nn.Module):
         self.layer = nn.Embedding(cfg.n_layers, cfg.d_model)
         self.within = nn.Embedding(cfg.max_within, cfg.d_model)
 
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:  # [T, 3] -> [T, d]
-        return self.token(positions[:, 0]) + self.layer(positions[:, 1]) + \
-            self.within(positions[:, 2])
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:  # [..., 3] -> [..., d]
+        return self.token(positions[..., 0]) + self.layer(positions[..., 1]) + \
+            self.within(positions[..., 2])
 
 
 def blocks(cfg: ModelConfig, n: int) -> nn.TransformerEncoder:
@@ -62,7 +69,7 @@ class HyperRepresentation(nn.Module):
         self.encoder = blocks(cfg, cfg.encoder_blocks)
         self.to_latent = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.latent),
                                        nn.Tanh())
-        self.from_latent = nn.Linear(cfg.latent, cfg.n_tokens * cfg.d_model)
+        self.from_latent = nn.Linear(cfg.latent, cfg.decoded_tokens * cfg.d_model)
         self.decoder = blocks(cfg, cfg.decoder_blocks)
         self.debed = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.token_size))
         self.head = nn.Sequential(nn.Linear(cfg.latent, cfg.latent), nn.BatchNorm1d(cfg.latent),
@@ -71,14 +78,14 @@ class HyperRepresentation(nn.Module):
                                   nn.Linear(cfg.latent, cfg.proj_dim))
 
     def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T, S] -> latent [B, L]."""
+        """tokens [B, T, S] (positions [T, 3] or [B, T, 3]) -> latent [B, L]."""
         x = self.embed(tokens) + self.positions(positions)
         x = torch.cat([self.compression.expand(len(x), -1, -1), x], dim=1)
         return self.to_latent(self.encoder(x)[:, 0])
 
     def decode(self, latent: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """latent [B, L] -> tokens [B, T, S]."""
-        x = self.from_latent(latent).view(len(latent), self.cfg.n_tokens, self.cfg.d_model)
+        """latent [B, L] -> tokens [B, T, S] (T = window when windowed)."""
+        x = self.from_latent(latent).view(len(latent), self.cfg.decoded_tokens, self.cfg.d_model)
         return self.debed(self.decoder(x + self.positions(positions)))
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor):

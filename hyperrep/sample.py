@@ -217,6 +217,10 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
     say = on_step or (lambda _msg: None)
     say("embedding the zoo")
     model, data, run_config = open_run_tokens(run, zoo_path, device)
+    if model.cfg.window:
+        data.zoo.close()
+        raise ZooError(f"{run} encodes windows of {model.cfg.window} tokens: sampling needs a run "
+                       f"that decodes whole models (train it without window)")
     partial = out.parent / f".{out.name}.partial"
     with data.zoo as zoo:
         spec = zoo.spec

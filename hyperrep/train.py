@@ -47,6 +47,7 @@ class TrainConfig(BaseModel):
     encoder_blocks: int = 2
     decoder_blocks: int = 2
     latent: int = 512  # 512 beat 64 on 6 of 7 probes of the digits Hyp zoo (BENCHMARKS.md)
+    window: int | None = Field(None, ge=2)  # tokens per window for large models (None: whole)
     proj_dim: int = 32
     split_seed: int = 0
     seed: int = 0
@@ -134,19 +135,31 @@ def make_views(flat: torch.Tensor, tokens: TokenMap, perms: torch.Tensor, cfg: T
 MAX_DECODER_INPUT = 300_000_000  # parameters of the latent -> all-tokens projection we allow
 
 
+def window_of(cfg: TrainConfig, tokens: TokenMap) -> int:
+    """Tokens per window (0: whole models)."""
+    return 0 if cfg.window is None or cfg.window >= tokens.n_tokens else cfg.window
+
+
+def window_starts(n_tokens: int, window: int) -> list[int]:
+    """Starts of the windows that tile a model (the last one flush with its end)."""
+    starts = list(range(0, n_tokens - window + 1, window))
+    return starts if starts[-1] + window == n_tokens else starts + [n_tokens - window]
+
+
 def build_model(cfg: TrainConfig, tokens: TokenMap) -> HyperRepresentation:
-    size = tokens.n_tokens * cfg.d_model * cfg.latent
+    window = window_of(cfg, tokens)
+    size = (window or tokens.n_tokens) * cfg.d_model * cfg.latent
     if size > MAX_DECODER_INPUT:
         raise ZooError(f"this zoo's models have {tokens.n_tokens:,} tokens: the decoder's latent -> "
                        f"tokens projection would hold {size:,} parameters (latent {cfg.latent} x "
-                       f"d_model {cfg.d_model} x tokens); lower latent / d_model or raise "
-                       f"token_size (windows of tokens for very large models are not built yet)")
+                       f"d_model {cfg.d_model} x tokens); set window (tokens per window, e.g. "
+                       f"256) or lower latent / d_model")
     model_cfg = ModelConfig(n_tokens=tokens.n_tokens, token_size=tokens.token_size,
                             n_layers=len(tokens.layer_names),
                             max_within=int(tokens.positions[:, 2].max()) + 1,
                             d_model=cfg.d_model, heads=cfg.heads,
                             encoder_blocks=cfg.encoder_blocks, decoder_blocks=cfg.decoder_blocks,
-                            latent=cfg.latent, proj_dim=cfg.proj_dim)
+                            latent=cfg.latent, proj_dim=cfg.proj_dim, window=window)
     return HyperRepresentation(model_cfg)
 
 
@@ -155,6 +168,14 @@ def _step_loss(model, flat, data: ZooTokens, perms, cfg, generator, device):
     v1 = make_views(flat, tokens, perms, cfg, generator).to(device)
     v2 = make_views(flat, tokens, perms, cfg, generator).to(device)
     positions, mask = tokens.positions.to(device), tokens.mask.to(device)
+    window = model.cfg.window
+    if window:  # one random window per model, the same in both views
+        starts = torch.randint(tokens.n_tokens - window + 1, (len(flat),), generator=generator)
+        index = (starts[:, None] + torch.arange(window)).to(device)  # [B, W]
+        rows = torch.arange(len(flat), device=device)[:, None]
+        v1, v2 = v1[rows, index], v2[rows, index]
+        positions, mask = positions[index], mask[index]  # [B, W, 3], [B, W, S]
+        positions = torch.cat([positions, positions])
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         both = torch.cat([v1, v2])
         _, rec, proj = model(both, positions)
@@ -304,10 +325,19 @@ def open_run_tokens(run: Path, zoo_path: Path,
 @torch.no_grad()
 def encode_normalised(model: HyperRepresentation, normalised: torch.Tensor, tokens: TokenMap,
                       device: str = "cpu", batch: int = 256) -> np.ndarray:
-    """Layer-normalised flat weights [N, P] -> latents float32 [N, L]."""
+    """Layer-normalised flat weights [N, P] -> latents float32 [N, L] (windowed models: the mean
+    of the latents of the windows that tile each model)."""
     positions = tokens.positions.to(device)
-    latents = [model.encode(tokenise(chunk, tokens).to(device), positions).float().cpu()
-               for chunk in normalised.split(batch)]
+    window = model.cfg.window
+    latents = []
+    for chunk in normalised.split(batch):
+        view = tokenise(chunk, tokens).to(device)
+        if not window:
+            latents.append(model.encode(view, positions).float().cpu())
+            continue
+        parts = [model.encode(view[:, s:s + window], positions[s:s + window]).float()
+                 for s in window_starts(tokens.n_tokens, window)]
+        latents.append(torch.stack(parts).mean(0).cpu())
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
 
 

@@ -98,3 +98,28 @@ def test_a_too_large_decoder_is_one_clear_error():
     tokens = build_token_map(Layout.of(create_model("resnet18")), 64)
     with pytest.raises(ZooError, match="179,290 tokens"):
         build_model(TrainConfig(), tokens)
+
+
+def test_windowed_training_embeds_whole_models(zoo, tmp_path):
+    """Windows of consecutive tokens: the autoencoder's size no longer follows the zoo model's."""
+    from hyperrep.tokenise import build_token_map
+    from hyperrep.train import build_model
+    from modelzoo.architectures import create_model
+    from modelzoo.layout import Layout
+
+    big = build_token_map(Layout.of(create_model("resnet18")), 64)  # 179,290 tokens, 11 M weights
+    model = build_model(TrainConfig(window=256), big)
+    assert sum(p.numel() for p in model.parameters()) < 50_000_000
+
+    out = tmp_path / "windowed"
+    train(zoo, out, TrainConfig(**{**SMALL, "window": 4, "epochs": 8}))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert min(r["loss"] for r in records[1:]) < records[0]["loss"]
+    embedding = embed(out, zoo)["embedding"]
+    assert embedding.shape[1] == SMALL["latent"] and np.isfinite(embedding).all()
+    assert np.abs(embedding).max() < 1  # the mean of tanh latents stays in the box
+    probe = run_cli("cli.hyperrep", "probe", str(out), str(zoo))
+    assert probe.returncode == 0, probe.stderr
+    sample = run_cli("cli.hyperrep", "sample", str(out), str(zoo), "--n", "2", "--out",
+                     str(tmp_path / "samples"))
+    assert sample.returncode == 2 and "encodes windows of 4 tokens" in sample.stderr
