@@ -56,6 +56,14 @@ def test_dual_swin_trains_contrastively():
     assert run.metrics["test_loss"][-1] < 0.8 * run.metrics["test_loss"][0]
 
 
+def test_dual_vit_trains_contrastively():
+    data = create_dataset("synthetic_sen12ms", options={"n": 150, "size": 16})
+    run = train_task_model("dual_vit", {"image_size": 16, "patch": 4, "dim": 16, "depth": 1,
+                                        "heads": 2},
+                           config(epochs=2, temperature=0.2), data, TaskSpec(name="contrastive"))
+    assert run.metrics["test_loss"][-1] < 0.8 * run.metrics["test_loss"][0]
+
+
 def test_swin_unet_segmentation_learns_land_cover():
     data = create_dataset("synthetic_sen12ms", options={"n": 200, "size": 16})
     run = train_task_model("dual_swin", {"image_size": 16, "patch": 2, "embed_dim": 8,

@@ -174,13 +174,34 @@ class ViTEncoder(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The final normalised tokens [B, N, dim], as the one level of this trunk."""
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
-        return self.norm(self.blocks(tokens)).mean(dim=1)
+        return [self.norm(self.blocks(tokens))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.levels(x)[-1].mean(dim=1)
+
+
+class DualTransformer(RemoteSensingModel):
+    """Two transformer trunks (``enc1`` S1, ``enc2`` S2, each with ``levels``); NT-Xent directly on
+    the mean-pooled final tokens. Outputs 'h1', 'h2' [B, feat] (also as 'z1', 'z2') and 'logits':
+    ``classifier`` on the concatenated features, or for segmentation ``classifier`` on the two
+    decoders' (``dec1``, ``dec2``) concatenated per-pixel maps."""
+
+    def forward(self, s1, s2):
+        levels1, levels2 = self.enc1.levels(s1), self.enc2.levels(s2)
+        h1, h2 = levels1[-1].mean(dim=1), levels2[-1].mean(dim=1)
+        out = {"h1": h1, "h2": h2, "z1": h1, "z2": h2}
+        if self.head == "classification":
+            out["logits"] = self.classifier(torch.cat([h1, h2], dim=1))
+        elif self.head == "segmentation":
+            out["logits"] = self.classifier(torch.cat([self.dec1(levels1), self.dec2(levels2)], 1))
+        return out
 
 
 @register_model("dual_vit")
-class DualViT(RemoteSensingModel):
+class DualViT(DualTransformer):
     """Transformer Dual-SSL: two ViT encoders, NT-Xent on the pooled features (no projection head).
 
     Outputs 'h1', 'h2' [B, dim] (also as 'z1', 'z2') and 'logits' with ``head='classification'``
@@ -204,16 +225,6 @@ class DualViT(RemoteSensingModel):
                     nn.init.xavier_uniform_(module.weight)
                     if module.bias is not None:
                         nn.init.constant_(module.bias, bias_init)
-
-    def forward(self, s1, s2):
-        levels1, levels2 = self.enc1.levels(s1), self.enc2.levels(s2)
-        h1, h2 = levels1[-1].mean(dim=1), levels2[-1].mean(dim=1)
-        out = {"h1": h1, "h2": h2, "z1": h1, "z2": h2}
-        if self.head == "classification":
-            out["logits"] = self.classifier(torch.cat([h1, h2], dim=1))
-        elif self.head == "segmentation":
-            out["logits"] = self.classifier(torch.cat([self.dec1(levels1), self.dec2(levels2)], 1))
-        return out
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -404,13 +415,13 @@ class SwinUNetDecoder(nn.Module):
 
 
 @register_model("dual_swin")
-class DualSwin(RemoteSensingModel):
+class DualSwin(DualTransformer):
     """The published transformer Dual-SSL (CVPR EarthVision 2022): two Swin-T encoders (S1 2 and
     S2 13 channels), NT-Xent on the pooled 768-d features (no projection head); with
     ``head='classification'`` Linear(1536, num_classes) on the concatenated features;
     ``head='segmentation'`` a Swin-UNet decoder per stream and a 1x1 conv on the concatenated
     per-pixel features -> logits [B, num_classes, H, W].
-    Outputs as ``DualViT``. Small setting e.g. image_size 32, patch 2, embed_dim 16,
+    Outputs as ``DualTransformer``. Small setting e.g. image_size 32, patch 2, embed_dim 16,
     depths [1, 1], heads [1, 2], window 4."""
 
     def __init__(self, s1_channels=2, s2_channels=13, image_size=224, patch=4, embed_dim=96,
@@ -436,16 +447,6 @@ class DualSwin(RemoteSensingModel):
                     nn.init.trunc_normal_(module.weight, std=0.02)
                     if module.bias is not None:
                         nn.init.constant_(module.bias, bias_init)
-
-    def forward(self, s1, s2):
-        levels1, levels2 = self.enc1.levels(s1), self.enc2.levels(s2)
-        h1, h2 = levels1[-1].mean(dim=1), levels2[-1].mean(dim=1)
-        out = {"h1": h1, "h2": h2, "z1": h1, "z2": h2}
-        if self.head == "classification":
-            out["logits"] = self.classifier(torch.cat([h1, h2], dim=1))
-        elif self.head == "segmentation":
-            out["logits"] = self.classifier(torch.cat([self.dec1(levels1), self.dec2(levels2)], 1))
-        return out
 
 
 def _double_conv(cin: int, cout: int, act) -> nn.Module:
