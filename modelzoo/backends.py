@@ -30,7 +30,8 @@ def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device
 
     torch.set_num_threads(threads)
     spec = parse_spec(spec_json)
-    return train_configs(spec, spec.configs()[start:stop], data, device, population_size)
+    return train_configs(spec, spec.configs()[start:stop], data, device, population_size,
+                         first=start)
 
 
 def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,

@@ -32,11 +32,13 @@ def spec_layout(spec: ZooSpec) -> Layout:
 def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits,
                   device: str = "cpu", population_size: int | None = None,
                   initial: np.ndarray | None = None,
-                  masks: np.ndarray | None = None) -> list[ModelRun]:
+                  masks: np.ndarray | None = None, first: int = 0) -> list[ModelRun]:
     """Train a list of configs: as vectorised populations, or one at a time if size is 1.
 
     ``initial``: optional flat starting states [len(configs), params] (fine-tuning);
-    ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning).
+    ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning);
+    ``first``: the zoo index of ``configs[0]`` (a task zoo's model i may start from model i of a
+    pre-trained zoo).
     """
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
     if spec.task.name != "classification":  # remote-sensing objectives: one model at a time
@@ -44,7 +46,6 @@ def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits
             raise ZooError(f"task {spec.task.name!r} zoos cannot be fine-tuned from given states")
         from modelzoo.remote_sensing.tasks import train_task_model
 
-        first = spec.configs().index(configs[0]) if configs else 0
         return [train_task_model(arch, kwargs, c, data, spec.task, device, first + i)
                 for i, c in enumerate(configs)]
     if population_size == 1 or not can_vectorise(arch, kwargs, configs):
@@ -84,7 +85,7 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
         shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus)
     else:
         shards = ((start, stop, train_configs(spec, configs[start:stop], data, device,
-                                              population_size))
+                                              population_size, first=start))
                   for start, stop in writer.pending())
     for start, stop, runs in shards:
         writer.write_shard(start, stop, runs)

@@ -108,6 +108,15 @@ def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opti
                            weight_decay=config.weight_decay)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The config's learning-rate schedule, stepped once per batch (None: constant)."""
+    if config.schedule != "onecycle" or config.epochs == 0:
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                               total_steps=config.epochs * steps_per_epoch)
+
+
 @torch.no_grad()
 def apply_mask(model: torch.nn.Module, keep: dict[str, torch.Tensor]) -> None:
     """Multiply every state tensor named in ``keep`` by its 0/1 mask, in place."""
@@ -140,10 +149,7 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)
     steps = len(subset) // config.batch_size
-    scheduler = None
-    if config.schedule == "onecycle" and config.epochs > 0:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                        total_steps=config.epochs * steps)
+    scheduler = make_scheduler(optimizer, config, steps)
     stored = config.stored_epochs()
     states, metrics = [], {m: [] for m in METRICS}
 

@@ -240,6 +240,13 @@ def test_dfc2020_reader_and_missing_file(tmp_path):
         create_dataset("dfc2020", root=tmp_path)
 
 
+def write_labels(path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def test_power_plant_reader_and_bad_value(tmp_path):
     rng = np.random.default_rng(2)
     (tmp_path / "images").mkdir()
@@ -254,19 +261,13 @@ def test_power_plant_reader_and_bad_value(tmp_path):
                      "generation": f"{rng.uniform():.3f}", "fuel": ["coal", "gas"][i % 2],
                      "wind_speed": "3.2", "wind_direction": "120", "temperature": "11",
                      "humidity": "0.6"})
-    with (tmp_path / "labels.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_labels(tmp_path / "labels.csv", rows)
     data = create_dataset("power_plants", root=tmp_path)
     assert data.classes == ["coal", "gas"]
     assert data.train["image"].shape[1:] == (12, 16, 16)
     assert data.train["weather"].shape[1] == 4 and data.train["plume"].shape[1:] == (1, 16, 16)
     rows[3]["generation"] = "n/a"
-    with (tmp_path / "labels.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_labels(tmp_path / "labels.csv", rows)
     with pytest.raises(ZooError, match="row 5, column generation: 'n/a' is not a number"):
         create_dataset("power_plants", root=tmp_path)
 

@@ -255,16 +255,26 @@ def _eurosat(root: Path, candidates: list[str], pattern: str, read, scale: float
     return RawData(train=rest, test=test, classes=EUROSAT_CLASSES)
 
 
-def _read_tif(path: Path) -> np.ndarray:
+def read_geotiff(path: Path, bands: int | None = None) -> np.ndarray:
+    """A GeoTIFF as [bands, H, W] in its stored dtype (single-band files: [1, H, W]; band-last
+    files are transposed when ``bands`` says which axis holds them); one clear error if not."""
     import tifffile
 
+    if not path.is_file():
+        raise ZooError(f"missing file {path}")
     try:
-        array = tifffile.imread(path)
+        array = np.asarray(tifffile.imread(path))
     except (ValueError, OSError, tifffile.TiffFileError) as exc:
-        raise ZooError(f"{path}: not a readable GeoTIFF ({exc})") from None
-    if array.ndim != 3 or 13 not in (array.shape[0], array.shape[-1]):
-        raise ZooError(f"{path}: expected 13 bands, got an array of shape {array.shape}")
-    return array if array.shape[0] == 13 else array.transpose(2, 0, 1)
+        raise ZooError(f"{path}: not a readable GeoTIFF ({str(exc).splitlines()[0]})") from None
+    if array.size == 0:
+        raise ZooError(f"{path}: not a readable GeoTIFF (no image data)")
+    if array.ndim == 2:
+        array = array[None]
+    elif array.ndim == 3 and bands is not None and array.shape[-1] == bands != array.shape[0]:
+        array = array.transpose(2, 0, 1)
+    if array.ndim != 3 or (bands is not None and array.shape[0] != bands):
+        raise ZooError(f"{path}: expected {bands} bands, got an array of shape {array.shape}")
+    return array
 
 
 @register_dataset("eurosat", val_size=0.25, source=EUROSAT_SOURCE)
@@ -276,4 +286,4 @@ def read_eurosat(root: Path) -> RawData:
 @register_dataset("eurosat_ms", val_size=0.25, source=EUROSAT_SOURCE)
 def read_eurosat_ms(root: Path) -> RawData:
     """EuroSAT multispectral: 13-band GeoTIFFs ``<Class>/<Class>_<n>.tif`` (reflectance / 10,000)."""
-    return _eurosat(root, EUROSAT_MS_DIRS, "*.tif", _read_tif, 10_000.0)
+    return _eurosat(root, EUROSAT_MS_DIRS, "*.tif", lambda path: read_geotiff(path, 13), 10_000.0)

@@ -104,9 +104,6 @@ class RemoteSensingModel(ZooModel):
     prediction (``objectives.mc_dropout_predict``) needs it active at test time.
     """
 
-    def dropout_layers(self) -> list[nn.Dropout]:
-        return [m for m in self.modules() if isinstance(m, nn.Dropout)]
-
 
 def _projection(features: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, out))

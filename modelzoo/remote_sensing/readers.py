@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelzoo.data.readers import read_geotiff
 from modelzoo.data.registry import register_dataset
 from modelzoo.errors import ZooError
 from modelzoo.remote_sensing import synthetic
@@ -34,27 +35,6 @@ IGBP_TO_DFC = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 3, 9: 3, 10: 4, 11: 
                14: 6, 15: 8, 16: 9, 17: 10}
 DFC_TO_INDEX = {1: 0, 2: 1, 4: 2, 5: 3, 6: 4, 7: 5, 9: 6, 10: 7}
 WEATHER_COLUMNS = ["wind_speed", "wind_direction", "temperature", "humidity"]
-
-
-def read_geotiff(path: Path, bands: int | None = None) -> np.ndarray:
-    """A GeoTIFF as float32 [bands, H, W] (single-band files: [1, H, W]); one clear error if not."""
-    import tifffile
-
-    if not path.is_file():
-        raise ZooError(f"missing file {path}")
-    try:
-        array = np.asarray(tifffile.imread(path), dtype=np.float32)
-    except (ValueError, OSError, tifffile.TiffFileError) as exc:
-        raise ZooError(f"{path}: not a readable GeoTIFF ({str(exc).splitlines()[0]})") from None
-    if array.size == 0:
-        raise ZooError(f"{path}: not a readable GeoTIFF (no image data)")
-    if array.ndim == 2:
-        array = array[None]
-    elif array.ndim == 3 and bands is not None and array.shape[-1] == bands and array.shape[0] != bands:
-        array = array.transpose(2, 0, 1)
-    if array.ndim != 3 or (bands is not None and array.shape[0] != bands):
-        raise ZooError(f"{path}: expected {bands} bands, got an array of shape {array.shape}")
-    return array
 
 
 def block_average(x: np.ndarray, size: int | None) -> np.ndarray:
@@ -109,17 +89,11 @@ def _paired(name: str, triplets: list[tuple[Path, Path, Path]], lc_map, patch_si
             "multilabel": multi}
 
 
-def _require_dir(root: Path, name: str, source: str) -> None:
-    if not root.is_dir():
-        raise ZooError(f"dataset {name!r}: data folder {root} does not exist (published at {source})")
-
-
 @register_dataset("sen12ms", val_size=0.15, source=SEN12MS_SOURCE, task_data=True)
 def read_sen12ms(root: Path, patch_size: int | None = None, crop: int | None = None,
                  seed: int = 42) -> TaskData:
     """SEN12MS S1/S2/LC triplets; labels from the IGBP layer mapped to the 8 DFC2020 classes.
     ``crop``: central crop (e.g. 224 for Swin-T), then ``patch_size`` block averaging."""
-    _require_dir(root, "sen12ms", SEN12MS_SOURCE)
     triplets = []
     for s1 in sorted(root.glob("ROIs*/s1_*/ROIs*_s1_*_p*.tif")):
         s2 = s1.parent.parent / s1.parent.name.replace("s1_", "s2_", 1) / \
@@ -137,7 +111,6 @@ def read_sen12ms(root: Path, patch_size: int | None = None, crop: int | None = N
 def read_dfc2020(root: Path, patch_size: int | None = None, crop: int | None = None,
                  seed: int = 42) -> TaskData:
     """DFC2020: validation patches -> train / val (80/20), test patches -> test."""
-    _require_dir(root, "dfc2020", DFC2020_SOURCE)
     parts = {}
     for split in ("validation", "test"):
         triplets = []

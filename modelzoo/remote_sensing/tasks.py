@@ -26,12 +26,15 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from hyperrep.losses import nt_xent
 from modelzoo.errors import ZooError
 from modelzoo.layout import Layout
 from modelzoo.remote_sensing.data import TaskData, TaskSplit
 from modelzoo.remote_sensing.objectives import (DynamicTaskWeighting, heteroscedastic_loss,
                                                 keep_confident, mc_dropout_predict)
 from modelzoo.specs import MULTITASKS, TaskSpec, TrainingConfig
+from modelzoo.training import (ModelRun, build_model, epoch_batches, make_optimizer,
+                               make_scheduler, train_subset)
 
 EVAL_CHUNK = 256
 PROBE_C = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strength of the linear probe, chosen on val
@@ -62,8 +65,6 @@ class Objective:
         out = model(**_inputs(batch, self.data))
         name = self.task.name
         if name == "contrastive":
-            from hyperrep.losses import nt_xent
-
             return nt_xent(out["z1"], out["z2"], self.config.temperature)
         if name == "supervised":
             return self._supervised_loss(out["logits"], batch)
@@ -98,6 +99,7 @@ class Objective:
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
     def metrics(self, model, splits: dict[str, TaskSplit]) -> dict[str, float]:
+        """Every metric of the task; leaves ``model`` in eval mode."""
         model.eval()
         out = {}
         if self.task.name == "contrastive":
@@ -108,7 +110,6 @@ class Objective:
                 out.update({f"{split_name}_{k}": v for k, v in values.items()})
         if self.task.name == "multitask":
             out.update({f"weight_{t}": w for t, w in self.weighting.weights().items()})
-        model.train()
         return out
 
     def _outputs(self, model, split: TaskSplit) -> dict[str, torch.Tensor]:
@@ -116,8 +117,6 @@ class Objective:
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _contrastive_metrics(self, model, splits):
-        from hyperrep.losses import nt_xent
-
         out, features = {}, {}
         for split_name, split in splits.items():
             losses = []
@@ -212,9 +211,6 @@ def freeze_all_but_head(model) -> None:
 def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: TaskData,
                      task: TaskSpec, device: str | torch.device = "cpu", index: int = 0):
     """Train one model of a task zoo; returns a ``ModelRun`` (states, task metrics)."""
-    from modelzoo.training import (ModelRun, build_model, epoch_batches, make_optimizer,
-                                   train_subset)
-
     device = torch.device(device)
     model = build_model(arch, arch_kwargs, config)
     layout = Layout.of(model)
@@ -227,30 +223,30 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
     objective = Objective(task, config, data)
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)
-    steps = len(subset) // config.batch_size
-    scheduler = None
-    if config.schedule == "onecycle" and config.epochs > 0:  # warm-up, then cosine decay
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                        total_steps=config.epochs * steps)
+    scheduler = make_scheduler(optimizer, config, len(subset) // config.batch_size)
     names = task.metric_names()
     states, metrics = [], {m: [] for m in names}
     stored = config.stored_epochs()
+
+    def train_mode():
+        model.train()
+        if task.freeze:  # linear evaluation: frozen encoders keep their BatchNorm statistics
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
 
     def record():
         states.append(layout.flatten(model.state_dict()))
         values = objective.metrics(model, splits)
         for name in names:
             metrics[name].append(values[name])
+        train_mode()
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # dropout masks of this model
         if 0 in stored:
             record()
-        model.train()
-        if task.freeze:  # linear evaluation: frozen encoders keep their BatchNorm statistics
-            for module in model.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    module.eval()
+        train_mode()
         for epoch in range(1, config.epochs + 1):
             for idx in epoch_batches(config, subset, epoch):
                 loss = objective.loss(model, splits["train"].take(idx))
@@ -261,9 +257,5 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
                     scheduler.step()
             if epoch in stored:
                 record()
-                if task.freeze:
-                    for module in model.modules():
-                        if isinstance(module, torch.nn.BatchNorm2d):
-                            module.eval()
     return ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32)
                                        for m, v in metrics.items()})
