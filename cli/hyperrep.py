@@ -15,6 +15,8 @@ app = typer.Typer(help="Hyper-representations: learn from the weights of a model
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 COLUMNS = ("W", "S(W)", "S(W)+GBT", "embedding")
+VIEWS_HELP = ("average each embedding over the model and views-1 random function-preserving "
+              "permutations of it (default: 16 for runs trained with permutations, else 1)")
 
 
 @app.command()
@@ -47,20 +49,22 @@ def train(zoo: Path = typer.Argument(..., help="zoo archive"),
 def embed(run: Path = typer.Argument(..., help="run directory"),
           zoo: Path = typer.Argument(..., help="zoo archive"),
           out: Path = typer.Option(..., "--out", help="embeddings file (.npz)"),
-          device: str = typer.Option("cpu")):
+          device: str = typer.Option("cpu"),
+          views: int | None = typer.Option(None, help=VIEWS_HELP)):
     """Embed every (model, epoch) state of ZOO; writes embedding [N, L], model [N], epoch [N]."""
     from hyperrep.train import embed as run_embed
 
-    result = run_embed(run, zoo, device)
+    result = run_embed(run, zoo, device, views)
     np.savez(out, **result)
     print(f"wrote {out}: {result['embedding'].shape[0]} states x {result['embedding'].shape[1]}")
 
 
-def probe_table(run: Path, zoo_path: Path, plot: Path | None = None) -> dict:
+def probe_table(run: Path, zoo_path: Path, plot: Path | None = None,
+                views: int | None = None) -> dict:
     from hyperrep.probes import plot_probes, probe_targets, run_probes, weight_statistics
     from hyperrep.train import embed_samples
 
-    embedding, data, config = embed_samples(run, zoo_path)
+    embedding, data, config = embed_samples(run, zoo_path, views=views)
     with data.zoo as zoo:
         flat = data.flat.numpy()
         table = zoo.metadata.set_index(["model", "epoch"], drop=False)
@@ -87,9 +91,10 @@ def probe_table(run: Path, zoo_path: Path, plot: Path | None = None) -> dict:
 def probe(run: Path = typer.Argument(..., help="run directory"),
           zoo: Path = typer.Argument(..., help="zoo archive"),
           json_out: Path | None = typer.Option(None, "--json", help="write results as JSON"),
-          plot: Path | None = typer.Option(None, help="folder for plots")):
+          plot: Path | None = typer.Option(None, help="folder for plots"),
+          views: int | None = typer.Option(None, help=VIEWS_HELP)):
     """Predict properties from W, S(W), S(W)+GBT and the embedding; print one table."""
-    results = probe_table(run, zoo, plot)
+    results = probe_table(run, zoo, plot, views)
     table = Table(title="probes on test models (R^2 for continuous, accuracy for categorical)")
     table.add_column("property")
     table.add_column("metric")

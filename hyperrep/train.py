@@ -341,19 +341,60 @@ def encode_normalised(model: HyperRepresentation, normalised: torch.Tensor, toke
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
 
 
-def embed_samples(run: Path, zoo_path: Path, device: str = "cpu",
-                  batch: int = 256) -> tuple[np.ndarray, ZooTokens, dict]:
+EMBED_VIEWS = 16  # default views per embedding for runs trained with permutation augmentation
+EMBED_SEED = 7  # seed of the permutations the views are drawn with
+
+
+def default_views(config: dict) -> int:
+    """Views a run's embeddings average over by default: EMBED_VIEWS where it was trained with
+    permutation augmentation, else 1 (canonical runs, architectures without a permutation plan)."""
+    train_cfg = config["train"]
+    return EMBED_VIEWS if train_cfg["permutations"] and not train_cfg["canonical"] else 1
+
+
+@torch.no_grad()
+def encode_views(model: HyperRepresentation, normalised: torch.Tensor, tokens: TokenMap,
+                 plan: PermutationPlan | None, views: int, device: str = "cpu",
+                 batch: int = 256) -> np.ndarray:
+    """Latents [N, L] averaged over each state [N, P] itself and ``views - 1`` seeded random
+    function-preserving permutations of it (``plan`` may be None when ``views`` is 1).
+
+    The encoder is only trained towards permutation invariance, so one encoding still depends on
+    the order of hidden units; averaging over the orbit removes most of that.
+    """
+    if views < 1:
+        raise ZooError(f"views must be at least 1, got {views}")
+    latent = encode_normalised(model, normalised, tokens, device, batch)
+    generator = torch.Generator().manual_seed(EMBED_SEED)
+    for _ in range(views - 1):
+        perm = plan.sample(1, generator)[0]
+        latent += encode_normalised(model, normalised[:, perm], tokens, device, batch)
+    return latent / views
+
+
+def embed_samples(run: Path, zoo_path: Path, device: str = "cpu", batch: int = 256,
+                  views: int | None = None) -> tuple[np.ndarray, ZooTokens, dict]:
     """(latent [N, L] of every (model, epoch) sample, the samples read once from the zoo, config).
 
-    The zoo stays open as ``data.zoo``; the caller closes it.
+    ``views``: see ``encode_views``; default ``default_views``. Canonical runs take 1 (their
+    inputs are aligned to a reference, a permutation would undo that). The zoo stays open as
+    ``data.zoo``; the caller closes it.
     """
     model, data, config = open_run_tokens(run, zoo_path, device)
-    return encode_normalised(model, data.normalised(slice(None)), data.tokens, device, batch), \
-        data, config
+    views = default_views(config) if views is None else views
+    plan = None
+    if views > 1:
+        if config["train"]["canonical"]:
+            data.zoo.close()
+            raise ZooError(f"{run} is a canonical run (weights aligned to a reference): embed it "
+                           f"with --views 1")
+        plan = PermutationPlan(data.zoo.manifest["architecture"]["name"], data.zoo.layout)
+    return encode_views(model, data.normalised(slice(None)), data.tokens, plan, views, device,
+                        batch), data, config
 
 
-def embed(run: Path, zoo_path: Path, device: str = "cpu") -> dict:
+def embed(run: Path, zoo_path: Path, device: str = "cpu", views: int | None = None) -> dict:
     """Embeddings of every (model, epoch) sample of a zoo: latent [N, L], model [N], epoch [N]."""
-    embedding, data, _ = embed_samples(run, zoo_path, device)
+    embedding, data, _ = embed_samples(run, zoo_path, device, views=views)
     data.zoo.close()
     return {"embedding": embedding, "model": data.models, "epoch": data.sample_epochs}

@@ -59,6 +59,28 @@ def test_embeddings_are_bounded_and_deterministic(zoo, run):
     assert np.array_equal(a["embedding"], b["embedding"])
 
 
+def test_embedding_views_average_out_the_order_of_hidden_units(zoo, run):
+    """A permuted copy of a model computes the same function; the orbit-averaged embedding moves
+    far less under that permutation than one encoding does."""
+    import torch
+
+    from hyperrep.augment import PermutationPlan
+    from hyperrep.train import encode_views, open_run_tokens
+
+    model, data, _ = open_run_tokens(run, zoo)
+    with data.zoo as z:
+        plan = PermutationPlan(z.manifest["architecture"]["name"], z.layout)
+    x = data.normalised(slice(None))
+    moved = x[:, plan.sample(1, torch.Generator().manual_seed(99))[0]]
+
+    def shift(views):
+        a, b = (encode_views(model, w, data.tokens, plan, views) for w in (x, moved))
+        return float(np.linalg.norm(a - b, axis=1).mean())
+
+    assert shift(16) < 0.5 * shift(1)
+    assert embed(run, zoo, views=1)["embedding"].shape == embed(run, zoo)["embedding"].shape
+
+
 def test_probe_cli_on_real_embeddings(zoo, run, tmp_path):
     out = tmp_path / "probe.json"
     result = run_cli("cli.hyperrep", "probe", str(run), str(zoo), "--json", str(out),
