@@ -85,6 +85,10 @@ class ZooTokens:
         self.plan: PermutationPlan | None = None
         self.reference: torch.Tensor | None = None  # set by canonicalise
 
+    def permutation_plan(self) -> PermutationPlan:
+        """The function-preserving permutations of this zoo's architecture."""
+        return PermutationPlan(self.zoo.manifest["architecture"]["name"], self.zoo.layout)
+
     def canonicalise(self, plan: PermutationPlan, reference: torch.Tensor) -> None:
         """Permute every model (all its epochs alike) to match ``reference`` [P] at its last epoch."""
         self.plan, self.reference = plan, reference
@@ -202,8 +206,7 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     if len(train_rows) < 2:
         raise ZooError(f"{zoo_path}: too few models to train on ({len(zoo)} in the zoo)")
     # no permutations and no canonical form: architectures without a permutation plan train too
-    plan = PermutationPlan(zoo.manifest["architecture"]["name"], zoo.layout) \
-        if cfg.permutations or cfg.canonical else None
+    plan = data.permutation_plan() if cfg.permutations or cfg.canonical else None
     if cfg.canonical:
         reference_path = run / "reference.safetensors"
         if reference_path.exists():
@@ -316,7 +319,7 @@ def open_run_tokens(run: Path, zoo_path: Path,
         raise ZooError(f"{zoo_path}: architecture does not match the run's "
                        f"({data.tokens.n_tokens} tokens, run has {model.cfg.n_tokens})")
     if config["train"].get("canonical"):
-        plan = PermutationPlan(data.zoo.manifest["architecture"]["name"], data.zoo.layout)
+        plan = data.permutation_plan()
         data.canonicalise(plan, load_file(str(Path(run) / "reference.safetensors"))["reference"])
     data.layer_scale = torch.tensor(config["layer_scale"])
     return model, data, config
@@ -388,7 +391,7 @@ def embed_samples(run: Path, zoo_path: Path, device: str = "cpu", batch: int = 2
             data.zoo.close()
             raise ZooError(f"{run} is a canonical run (weights aligned to a reference): embed it "
                            f"with --views 1")
-        plan = PermutationPlan(data.zoo.manifest["architecture"]["name"], data.zoo.layout)
+        plan = data.permutation_plan()
     return encode_views(model, data.normalised(slice(None)), data.tokens, plan, views, device,
                         batch), data, config
 

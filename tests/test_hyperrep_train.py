@@ -64,12 +64,11 @@ def test_embedding_views_average_out_the_order_of_hidden_units(zoo, run):
     far less under that permutation than one encoding does."""
     import torch
 
-    from hyperrep.augment import PermutationPlan
     from hyperrep.train import encode_views, open_run_tokens
 
     model, data, _ = open_run_tokens(run, zoo)
-    with data.zoo as z:
-        plan = PermutationPlan(z.manifest["architecture"]["name"], z.layout)
+    with data.zoo:
+        plan = data.permutation_plan()
     x = data.normalised(slice(None))
     moved = x[:, plan.sample(1, torch.Generator().manual_seed(99))[0]]
 
