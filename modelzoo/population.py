@@ -1,7 +1,9 @@
 """Vectorised population training: many models of one architecture trained as one computation.
 
-Parameters of P models are stacked along a leading dimension and trained with
-``torch.func.vmap(grad(...))`` over ``functional_call``. Each model keeps everything that makes it
+Parameters of P models are stacked along a leading dimension [P, ...]. The small-zoo architectures
+(``modelzoo.grouped.GROUPED_ARCHITECTURES``) run as one network of grouped convolutions and batched
+matmuls; any other architecture runs under ``torch.func.vmap(grad(...))`` over ``functional_call``.
+Each model keeps everything that makes it
 itself: its seed (initial weights, training subset, data order and dropout masks, all keyed by the
 seed as in ``modelzoo.training``), init method, learning rate, momentum, weight decay, dropout rate
 and train fraction. The optimiser updates replay ``torch.optim.Adam`` / ``SGD`` (single-tensor path)
@@ -13,21 +15,26 @@ epochs. Architectures with BatchNorm buffers, OneCycle schedules or augmentation
 """
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, grad, vmap
 
 from modelzoo.architectures import create_model
 from modelzoo.data import DataSplits, Split
+from modelzoo.grouped import GROUPED_ARCHITECTURES, grouped_network, shared_inputs, stack_inputs
 from modelzoo.layout import Layout
 from modelzoo.specs import TrainingConfig
 from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, model_kwargs,
                                seed_roots, step_keys, train_subset)
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
-CPU_MEMORY_BUDGET = 2 << 30  # bytes of activations a population may use per step on the CPU
+# Bytes of activations a population may use per step on the CPU. Small on purpose: the step is
+# bound by cache, not memory. CNN-s (~1 MB per model) on a 2-core CPU: 24 model-epochs/s in
+# populations of 16-32, 15 in populations of 128 (BENCHMARKS.md).
+CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
 
 
@@ -182,24 +189,18 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     states = []
     metrics = {m: [] for m in METRICS}
 
-    def loss_of(p, x, y, key, rate):
-        out = functional_call(template, p, (x,), {"dropout_key": key, "dropout_p": rate})
-        return F.nll_loss(out, y)
-
-    train_step = vmap(grad_and_value(loss_of))
-
+    train_step, forward_shared = population_forwards(arch, template, params, dropout_p)
     template.eval()
     eval_sample_elements = max(1, activation_elements(template, splits["test"].x[:1]))
     template.train()
 
     def record():
-        template.eval()
-        states.append(torch.cat([params[n].reshape(n_models, -1) for n in names], 1).cpu().numpy())
+        states.append(torch.cat([params[n].detach().reshape(n_models, -1) for n in names], 1)
+                      .cpu().numpy())
         for name, split in splits.items():
-            loss, acc = evaluate_population(template, params, split, eval_sample_elements)
+            loss, acc = evaluate_population(forward_shared, n_models, split, eval_sample_elements)
             metrics[f"{name}_loss"].append(loss)
             metrics[f"{name}_acc"].append(acc)
-        template.train()
 
     if 0 in stored:
         record()
@@ -215,7 +216,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
             active = (step < steps_per_epoch).to(device)
             idx = batches[:, step]
             keys = step_keys(roots, ((epoch - 1) * steps_per_epoch + step).to(device))
-            grads, _ = train_step(params, x_train[idx], y_train[idx], keys, dropout_p)
+            grads = train_step(x_train[idx], y_train[idx], keys)
             optimizer.step(params, grads, active)
             if keep is not None:
                 _apply_masks(params, keep)
@@ -239,21 +240,69 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
         p.mul_(keep[name])
 
 
+def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
+                        dropout_p: torch.Tensor) -> tuple[Callable, Callable]:
+    """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
+
+    - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients {name: [P, ...]} of each
+      model's mean NLL on its own batch, dropout keyed per model at rates ``dropout_p`` [P];
+    - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
+
+    Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd; the
+    others under ``torch.func.vmap`` over ``functional_call``.
+    """
+    n_models = len(dropout_p)
+    if arch in GROUPED_ARCHITECTURES:
+        network = grouped_network(template, params)
+        leaves = [p.requires_grad_(True) for p in params.values()]
+        rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
+
+        def train_step(x, y, keys):
+            network.train()
+            out = network(stack_inputs(x), dropout_key=None if rates is None else keys,
+                          dropout_p=rates)  # [B, P, classes]
+            losses = F.nll_loss(out.flatten(0, 1), y.t().flatten(), reduction="none")
+            grads = torch.autograd.grad(losses.view(-1, n_models).mean(0).sum(), leaves)
+            return dict(zip(params, grads))
+
+        @torch.no_grad()
+        def forward_shared(x):
+            network.eval()
+            return network(shared_inputs(x, n_models)).transpose(0, 1)
+
+        return train_step, forward_shared
+
+    def loss_of(p, x, y, key, rate):
+        out = functional_call(template, p, (x,), {"dropout_key": key, "dropout_p": rate})
+        return F.nll_loss(out, y)
+
+    grad_fn = vmap(grad(loss_of))
+    eval_fn = vmap(lambda p, x: functional_call(template, p, (x,)), in_dims=(0, None))
+
+    @torch.no_grad()
+    def forward_shared(x):
+        template.eval()
+        out = eval_fn(params, x)
+        template.train()
+        return out
+
+    return (lambda x, y, keys: grad_fn(params, x, y, keys, dropout_p)), forward_shared
+
+
 @torch.no_grad()
-def evaluate_population(template: torch.nn.Module, params: dict[str, torch.Tensor], split: Split,
-                        per_sample: int, max_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_population(forward_shared: Callable, n_models: int, split: Split, per_sample: int,
+                        max_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
     """Per-model (mean NLL [P], accuracy [P]) on a whole split, the inputs shared by all models.
 
+    ``forward_shared``: x [b, ...] -> log-probabilities [P, b, classes] (``population_forwards``);
     ``per_sample``: activation elements of one model on one input (``activation_elements``), which
     sizes the chunks so P models x chunk stay within ``max_elements``.
     """
-    n_models = next(iter(params.values())).shape[0]
     batch = int(max(1, min(len(split), max_elements // (n_models * per_sample))))
-    forward = vmap(lambda p, x: functional_call(template, p, (x,)), in_dims=(0, None))
     loss = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
     correct = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
     for xb, yb in zip(split.x.split(batch), split.y.split(batch)):
-        out = forward(params, xb)  # [P, b, classes]
+        out = forward_shared(xb)  # [P, b, classes]
         loss += F.nll_loss(out.flatten(0, 1), yb.repeat(n_models), reduction="none") \
             .view(n_models, -1).double().sum(1)
         correct += (out.argmax(-1) == yb).double().sum(1)
