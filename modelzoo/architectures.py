@@ -39,6 +39,13 @@ INIT_METHODS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def keyed_keep(key: torch.Tensor, index: int, shape: tuple[int, ...],
+               rate: torch.Tensor) -> torch.Tensor:
+    """Dropout's keep mask (bool, ``shape``) for dropout layer ``index`` of the model whose step key
+    is the 0-d ``key``, at ``rate`` (0-d): the same mask alone and in any population."""
+    return keyed_uniform(derive_key(key, index), shape) >= rate
+
+
 class KeyedDropout(nn.Module):
     """Inverted dropout whose mask is keyed by (dropout_key, layer index) when a key is given."""
 
@@ -53,7 +60,7 @@ class KeyedDropout(nn.Module):
         if key is None:
             return F.dropout(x, self.p, training=True) if p is None else F.dropout(x, float(p), True)
         rate = torch.tensor(self.p, dtype=x.dtype, device=x.device) if p is None else p.to(x.dtype)
-        keep = keyed_uniform(derive_key(key, self.index), x.shape) >= rate
+        keep = keyed_keep(key, self.index, x.shape, rate)
         return x * keep.to(x.dtype) / (1.0 - rate)
 
 

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
-from modelzoo.architectures import KeyedDropout
-from modelzoo.randomness import derive_key, keyed_uniform
+from modelzoo.architectures import KeyedDropout, keyed_keep
 
 GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_cnn"})
 
@@ -72,18 +71,19 @@ class GroupedDropout(nn.Module):
         if not self.training or key is None:  # no key: every model's rate is 0
             return x
         n = len(key)
+        flat = x.dim() != 3  # conv activations [B, P*C, ...]; after a Linear [B, P, F]
         # one model's activation shape, as KeyedDropout sees it when the model trains alone
-        shape = (len(x), x.shape[2]) if x.dim() == 3 else (len(x), x.shape[1] // n, *x.shape[2:])
-        uniform = vmap(lambda k: keyed_uniform(derive_key(k, self.index), shape))(key)
-        rate = p.to(x.dtype).view(n, *([1] * len(shape)))
-        keep = to_population_layout((uniform >= rate).to(x.dtype), x)
-        return x * keep / to_population_layout((1.0 - rate).expand(n, 1, *shape[1:]), x)
+        shape = (len(x), x.shape[1] // n, *x.shape[2:]) if flat else (len(x), x.shape[2])
+        rate = p.to(x.dtype)
+        keep = vmap(lambda k, r: keyed_keep(k, self.index, shape, r))(key, rate)  # [P, *shape]
+        rates = rate.view(n, *([1] * len(shape))).expand(n, 1, *shape[1:])
+        return x * population_layout(keep.to(x.dtype), flat) / population_layout(1.0 - rates, flat)
 
 
-def to_population_layout(per_model: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[P, B, ...] -> the layout of ``like``: [B, P, F] or [B, P*C, H, W]."""
+def population_layout(per_model: torch.Tensor, flat: bool) -> torch.Tensor:
+    """[P, B, C, ...] -> [B, P*C, ...] (``flat``: conv layout and inputs) or [B, P, C, ...]."""
     moved = per_model.movedim(0, 1)
-    return moved if like.dim() == 3 else moved.reshape(len(moved), -1, *moved.shape[3:])
+    return moved.reshape(len(moved), -1, *moved.shape[3:]) if flat else moved
 
 
 def grouped_network(template: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
@@ -105,12 +105,6 @@ def grouped_network(template: nn.Module, params: dict[str, torch.Tensor]) -> nn.
             continue
         network.set_submodule(name, grouped)
     return network
-
-
-def stack_inputs(x: torch.Tensor) -> torch.Tensor:
-    """Per-model inputs [P, B, C, ...] -> the population input [B, P*C, ...]."""
-    moved = x.movedim(0, 1)
-    return moved.reshape(len(moved), -1, *moved.shape[3:])
 
 
 def shared_inputs(x: torch.Tensor, n_models: int) -> torch.Tensor:

@@ -24,7 +24,8 @@ from torch.func import functional_call, grad, vmap
 
 from modelzoo.architectures import create_model
 from modelzoo.data import DataSplits, Split
-from modelzoo.grouped import GROUPED_ARCHITECTURES, grouped_network, shared_inputs, stack_inputs
+from modelzoo.grouped import (GROUPED_ARCHITECTURES, grouped_network, population_layout,
+                              shared_inputs)
 from modelzoo.layout import Layout
 from modelzoo.specs import TrainingConfig
 from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, model_kwargs,
@@ -259,8 +260,8 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
 
         def train_step(x, y, keys):
             network.train()
-            out = network(stack_inputs(x), dropout_key=None if rates is None else keys,
-                          dropout_p=rates)  # [B, P, classes]
+            out = network(population_layout(x, flat=True),
+                          dropout_key=None if rates is None else keys, dropout_p=rates)  # [B, P, K]
             losses = F.nll_loss(out.flatten(0, 1), y.t().flatten(), reduction="none")
             grads = torch.autograd.grad(losses.view(-1, n_models).mean(0).sum(), leaves)
             return dict(zip(params, grads))
