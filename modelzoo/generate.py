@@ -1,6 +1,6 @@
 """``zoo generate``: spec -> model configs -> trained states -> archive, shard by shard."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ from modelzoo.archive import ArchiveWriter
 from modelzoo.data import DataSplits, create_dataset
 from modelzoo.errors import ZooError
 from modelzoo.layout import Layout
-from modelzoo.population import can_vectorise, train_population_groups
+from modelzoo.population import auto_population_size, can_vectorise, train_population_groups
 from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.training import ModelRun, build_model, train_model
 
@@ -57,6 +57,40 @@ def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits
                                    masks)
 
 
+def population_span(spec: ZooSpec, data: DataSplits, device: str,
+                    population_size: int | None) -> int:
+    """How many models one training call should take: on a GPU the population's size (so a
+    population spans shards), elsewhere one shard at a time (0)."""
+    configs = spec.configs()
+    arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
+    if (not device.startswith("cuda") or spec.task.name != "classification"
+            or population_size == 1 or not can_vectorise(arch, kwargs, configs[:1])):
+        return 0
+    return population_size or auto_population_size(arch, kwargs, configs[0], data.input_shape,
+                                                   torch.device(device))
+
+
+def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tuple[int, int]],
+                 data: DataSplits, device: str, population_size: int | None
+                 ) -> Iterator[tuple[int, int, list[ModelRun]]]:
+    """Yield (start, stop, runs) for every pending shard. Consecutive shards train together up to
+    ``population_span`` models; shards stay the unit of writing and resuming."""
+    span = population_span(spec, data, device, population_size)
+    groups: list[list[tuple[int, int]]] = []
+    for start, stop in pending:
+        group = groups[-1] if groups else None
+        if group and group[-1][1] == start and stop - group[0][0] <= span:
+            group.append((start, stop))
+        else:
+            groups.append([(start, stop)])
+    for group in groups:
+        first, last = group[0][0], group[-1][1]
+        runs = train_configs(spec, configs[first:last], data, device, population_size,
+                             first=first)
+        for start, stop in group:
+            yield start, stop, runs[start - first:stop - first]
+
+
 def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None,
              device: str = "cpu", population_size: int | None = None,
              shard_size: int | None = None,
@@ -84,9 +118,7 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
 
         shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus)
     else:
-        shards = ((start, stop, train_configs(spec, configs[start:stop], data, device,
-                                              population_size, first=start))
-                  for start, stop in writer.pending())
+        shards = train_shards(spec, configs, writer.pending(), data, device, population_size)
     for start, stop, runs in shards:
         writer.write_shard(start, stop, runs)
         done += stop - start

@@ -28,8 +28,8 @@ from modelzoo.grouped import (GROUPED_ARCHITECTURES, grouped_network, population
                               shared_inputs)
 from modelzoo.layout import Layout
 from modelzoo.specs import TrainingConfig
-from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, model_kwargs,
-                               seed_roots, step_keys, train_subset)
+from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, exact_float32,
+                               model_kwargs, seed_roots, step_keys, train_subset)
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 # Bytes of activations a population may use per step on the CPU. Small on purpose: the step is
@@ -37,6 +37,7 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 # populations of 16-32, 15 in populations of 128 (BENCHMARKS.md).
 CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
+CPU_EVAL_ELEMENTS = 1 << 22
 
 
 def group_key(config: TrainingConfig) -> tuple:
@@ -101,57 +102,68 @@ def train_population_groups(arch: str, arch_kwargs: dict, configs: list[Training
     return runs
 
 
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-model scalars [P] viewed to broadcast against a stacked tensor [P, ...]."""
-    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
 class PopulationOptimizer:
-    """Adam or SGD(momentum) over stacked parameters with per-model lr, momentum and weight decay.
+    """Adam or SGD(momentum) over a population's parameters held in one flat buffer.
 
-    Replays ``torch.optim``'s single-tensor update order so results match to float rounding.
-    ``active`` [P] bool masks models that take no step (their state is left untouched).
+    ``params`` {name: [P, ...]} are rebound as views of one flat float32 buffer (tensor after
+    tensor, each [P, *shape] contiguous), so one update is a dozen elementwise kernels over the
+    whole population whatever its size. Per-model lr, momentum and weight decay are gathered per
+    element once. The element arithmetic replays ``torch.optim``'s single-tensor update order, so
+    results match to float rounding. ``active`` [P] bool masks models that take no step (their
+    state is left untouched). Every state update is in place, so a CUDA graph may capture a step.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], configs: list[TrainingConfig]):
         device = next(iter(params.values())).device
         self.kind = configs[0].optimizer
+        n_models = len(configs)
+        self.flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
+        offset = 0
+        for name, p in params.items():
+            params[name] = self.flat[offset:offset + p.numel()].view(p.shape)
+            offset += p.numel()
+        # the model each element belongs to: int64 [elements]
+        self.model_of = torch.cat([torch.arange(n_models, device=device)
+                                   .repeat_interleave(p[0].numel()) for p in params.values()])
         as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
         self.lr = as_tensor([c.lr for c in configs])
-        self.wd = as_tensor([c.weight_decay for c in configs])
-        self.momentum = as_tensor([c.momentum for c in configs])
-        self.steps = torch.zeros(len(configs), dtype=torch.float64, device=device)
-        self.state = {n: {"m": torch.zeros_like(p), "v": torch.zeros_like(p)} for n, p in
-                      params.items()}
+        self.wd = as_tensor([c.weight_decay for c in configs]).float()[self.model_of]
+        self.momentum = as_tensor([c.momentum for c in configs]).float()[self.model_of]
+        self.steps = torch.zeros(n_models, dtype=torch.float64, device=device)
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat) if self.kind == "adam" else None
+
+    def state(self) -> list[torch.Tensor]:
+        """Every tensor the optimiser updates (for snapshots around CUDA-graph warm-up)."""
+        return [t for t in (self.flat, self.m, self.v, self.steps) if t is not None]
 
     @torch.no_grad()
-    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-             active: torch.Tensor) -> None:
-        self.steps += active.double()
-        steps = self.steps.clamp_min(1)
-        beta1, beta2 = ADAM_BETAS
-        # Adam's bias corrections in float64, as torch.optim computes them in Python floats
-        step_size = -self.lr / (1 - beta1 ** steps)
-        bias2_sqrt = (1 - beta2 ** steps) ** 0.5
-        first = self.steps <= 1
-        for name, p in params.items():
-            g, state = grads[name], self.state[name]
-            g = g + _per_model(self.wd, p) * p
-            m, v = state["m"], state["v"]
-            if self.kind == "adam":
-                m = torch.lerp(m, g, 1 - beta1)
-                v = (v * beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (v.sqrt() / _per_model(bias2_sqrt, p)) + ADAM_EPS
-                new_p = p + (_per_model(step_size, p) * m) / denom
-            else:  # SGD: the momentum buffer starts as the first gradient
-                m = torch.where(_per_model(first, p).bool(), g, m * _per_model(self.momentum, p) + g)
-                new_p = p + _per_model(-self.lr, p) * m
-            mask = active.view(-1, *([1] * (p.dim() - 1)))
-            p.copy_(torch.where(mask, new_p, p))
-            state["m"] = torch.where(mask, m, state["m"])
-            state["v"] = torch.where(mask, v, state["v"])
+    def step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
+        """One update from ``grads`` (one per parameter tensor, in ``params`` order)."""
+        p = self.flat
+        g = torch.cat([t.reshape(-1) for t in grads])
+        self.steps.add_(active.double())
+        mask = active[self.model_of]
+        g = g + self.wd * p
+        if self.kind == "adam":
+            beta1, beta2 = ADAM_BETAS
+            steps = self.steps.clamp_min(1)
+            # Adam's bias corrections in float64, as torch.optim computes them in Python floats
+            step_size = (-self.lr / (1 - beta1 ** steps)).float()[self.model_of]
+            bias2_sqrt = ((1 - beta2 ** steps) ** 0.5).float()[self.model_of]
+            m = torch.lerp(self.m, g, 1 - beta1)
+            v = (self.v * beta2).addcmul_(g, g, value=1 - beta2)
+            new_p = p + (step_size * m) / ((v.sqrt() / bias2_sqrt) + ADAM_EPS)
+            self.v.copy_(torch.where(mask, v, self.v))
+        else:  # SGD: the momentum buffer starts as the first gradient
+            first = (self.steps <= 1)[self.model_of]
+            m = torch.where(first, g, self.m * self.momentum + g)
+            new_p = p + (-self.lr).float()[self.model_of] * m
+        self.m.copy_(torch.where(mask, m, self.m))
+        p.copy_(torch.where(mask, new_p, p))
 
 
+@exact_float32()
 def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
                      data: DataSplits, device: torch.device | str = "cpu",
                      initial: np.ndarray | None = None,
@@ -161,6 +173,10 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     ``initial``: flat states [P, params] to start from instead of each seed's initialisation;
     ``masks``: bool [P, params]; masked-out values are zeroed before training and after every
     step (the effective weights of ``torch.nn.utils.prune``).
+
+    Each epoch's batch indices, dropout keys and active masks are prepared on the device at once;
+    on a GPU the step (forward, backward, optimiser update, masks) is one captured CUDA graph
+    replayed with no host synchronisation.
     """
     device = torch.device(device)
     keys = {group_key(c) for c in configs}
@@ -168,18 +184,19 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
         raise ValueError(f"a population must share activation/optimizer/batch/epochs: {keys}")
     first = configs[0]
     models = [build_model(arch, arch_kwargs, c) for c in configs]
-    template = models[0].to(device)
-    layout = Layout.of(template)
+    layout = Layout.of(models[0])
     names = [e.name for e in layout.entries]
-    params = {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
-    if initial is not None:
+    if initial is None:
+        params = {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
+    else:
         starts = [layout.unflatten(row) for row in initial]
         params = {n: torch.stack([s[n] for s in starts]).to(device) for n in names}
+    template = models[0].to(device)
     keep = None
     if masks is not None:
         keep = _stacked_masks(layout, masks, device)
         _apply_masks(params, keep)
-    optimizer = PopulationOptimizer(params, configs)
+    optimizer = PopulationOptimizer(params, configs)  # rebinds params as views of its buffer
     splits = data.on(device)
     n_models = len(configs)
     dropout_p = torch.tensor([c.dropout for c in configs], dtype=torch.float32, device=device)
@@ -203,29 +220,75 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
             metrics[f"{name}_loss"].append(loss)
             metrics[f"{name}_acc"].append(acc)
 
-    if 0 in stored:
-        record()
     x_train, y_train = splits["train"].x, splits["train"].y
     max_steps = int(steps_per_epoch.max())
+    # what one step reads: overwritten in place before each step (a CUDA graph's static inputs)
+    step_idx = torch.zeros(n_models, first.batch_size, dtype=torch.int64, device=device)
+    step_key = torch.zeros(n_models, dtype=torch.int64, device=device)
+    step_active = torch.zeros(n_models, dtype=torch.bool, device=device)
+
+    def step():
+        grads = train_step(x_train[step_idx], y_train[step_idx], step_key)
+        optimizer.step(grads, step_active)
+        if keep is not None:
+            _apply_masks(params, keep)
+
+    if device.type == "cuda" and max_steps > 0 and first.epochs > 0:
+        step = capture_step(step, optimizer.state())
+
+    if 0 in stored:
+        record()
     for epoch in range(1, first.epochs + 1):
-        batches = torch.zeros(n_models, max_steps, first.batch_size, dtype=torch.int64)
-        for i, (config, subset) in enumerate(zip(configs, subsets)):
-            own = epoch_batches(config, subset, epoch)
-            batches[i, :len(own)] = own
-        batches = batches.to(device)
-        for step in range(max_steps):
-            active = (step < steps_per_epoch).to(device)
-            idx = batches[:, step]
-            keys = step_keys(roots, ((epoch - 1) * steps_per_epoch + step).to(device))
-            grads = train_step(x_train[idx], y_train[idx], keys)
-            optimizer.step(params, grads, active)
-            if keep is not None:
-                _apply_masks(params, keep)
+        batches, step_keys_, active = epoch_plan(configs, subsets, steps_per_epoch, roots,
+                                                 epoch, device)
+        for s in range(max_steps):
+            step_idx.copy_(batches[:, s], non_blocking=True)
+            step_key.copy_(step_keys_[s], non_blocking=True)
+            step_active.copy_(active[s], non_blocking=True)
+            step()
         if epoch in stored:
             record()
     stacked = np.stack(states, axis=1)  # [P, S, n_params]
     return [ModelRun(stacked[i], {m: np.array([v[i] for v in metrics[m]], dtype=np.float32)
                                   for m in METRICS}) for i in range(n_models)]
+
+
+def epoch_plan(configs: list[TrainingConfig], subsets: list[torch.Tensor],
+               steps_per_epoch: torch.Tensor, roots: torch.Tensor, epoch: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One epoch of a population, on ``device``: batch indices int64 [P, S, B], step keys int64
+    [S, P] and active masks bool [S, P] (model i takes ``steps_per_epoch[i]`` of the S steps)."""
+    max_steps = int(steps_per_epoch.max())
+    batches = torch.zeros(len(configs), max_steps, configs[0].batch_size, dtype=torch.int64)
+    for i, (config, subset) in enumerate(zip(configs, subsets)):
+        own = epoch_batches(config, subset, epoch)
+        batches[i, :len(own)] = own
+    counters = torch.arange(max_steps)[:, None]
+    active = (counters < steps_per_epoch[None]).to(device)
+    global_steps = ((epoch - 1) * steps_per_epoch[None] + counters).to(device)
+    return batches.to(device), step_keys(roots[None], global_steps), active
+
+
+def capture_step(step: Callable[[], None], state: list[torch.Tensor],
+                 warmup: int = 2) -> Callable[[], None]:
+    """``step`` captured as one CUDA graph; returns its replay.
+
+    Warm-up runs (on a side stream, as capture requires) change the optimiser's ``state``; it is
+    restored afterwards, so the first replay is the population's first step.
+    """
+    saved = [t.clone() for t in state]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for t, s in zip(state, saved):
+        t.copy_(s)
+    return graph.replay
 
 
 def _stacked_masks(layout: Layout, masks: np.ndarray, device) -> dict[str, torch.Tensor]:
@@ -245,7 +308,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
                         dropout_p: torch.Tensor) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
-    - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients {name: [P, ...]} of each
+    - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients [P, ...] (``params`` order) of each
       model's mean NLL on its own batch, dropout keyed per model at rates ``dropout_p`` [P];
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
@@ -254,8 +317,9 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
-        network = grouped_network(template, params)
-        leaves = [p.requires_grad_(True) for p in params.values()]
+        # leaves share storage with ``params``, so in-place optimiser updates reach the network
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        network = grouped_network(template, leaves)
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
         def train_step(x, y, keys):
@@ -263,8 +327,8 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
             out = network(population_layout(x, flat=True),
                           dropout_key=None if rates is None else keys, dropout_p=rates)  # [B, P, K]
             losses = F.nll_loss(out.flatten(0, 1), y.t().flatten(), reduction="none")
-            grads = torch.autograd.grad(losses.view(-1, n_models).mean(0).sum(), leaves)
-            return dict(zip(params, grads))
+            return torch.autograd.grad(losses.view(-1, n_models).mean(0).sum(),
+                                       list(leaves.values()))
 
         @torch.no_grad()
         def forward_shared(x):
@@ -287,18 +351,31 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
         template.train()
         return out
 
-    return (lambda x, y, keys: grad_fn(params, x, y, keys, dropout_p)), forward_shared
+    def train_step(x, y, keys):
+        grads = grad_fn(params, x, y, keys, dropout_p)
+        return [grads[n] for n in params]
+
+    return train_step, forward_shared
+
+
+def eval_elements(device: torch.device) -> int:
+    """Activation elements (float32) one evaluation chunk may hold: 4M on a CPU (cache-sized),
+    a sixteenth of the free memory's bytes on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] // 16)
+    return CPU_EVAL_ELEMENTS
 
 
 @torch.no_grad()
 def evaluate_population(forward_shared: Callable, n_models: int, split: Split, per_sample: int,
-                        max_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+                        max_elements: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-model (mean NLL [P], accuracy [P]) on a whole split, the inputs shared by all models.
 
     ``forward_shared``: x [b, ...] -> log-probabilities [P, b, classes] (``population_forwards``);
     ``per_sample``: activation elements of one model on one input (``activation_elements``), which
-    sizes the chunks so P models x chunk stay within ``max_elements``.
+    sizes the chunks so P models x chunk stay within ``max_elements`` (default ``eval_elements``).
     """
+    max_elements = max_elements or eval_elements(split.x.device)
     batch = int(max(1, min(len(split), max_elements // (n_models * per_sample))))
     loss = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
     correct = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)

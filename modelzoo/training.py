@@ -9,6 +9,7 @@ Per stored epoch (0 = untrained) it records the flat state and train/val/test lo
 accuracy (fraction), evaluated in eval mode on the whole split.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from modelzoo.specs import TrainingConfig
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 EVAL_BATCH = 2048
+MIXED_PRECISION_PARAMS = 1_000_000  # bf16 autocast on a GPU from this many parameters
 
 
 @dataclass
@@ -93,7 +95,7 @@ def evaluate(model: torch.nn.Module, split: Split) -> tuple[float, float]:
     model.eval()
     loss, correct = 0.0, 0
     for xb, yb in zip(split.x.split(EVAL_BATCH), split.y.split(EVAL_BATCH)):
-        out = model(xb)
+        out = model(xb).float()
         loss += F.nll_loss(out, yb, reduction="sum").item()
         correct += (out.argmax(-1) == yb).sum().item()
     model.train(was_training)
@@ -125,6 +127,55 @@ def apply_mask(model: torch.nn.Module, keep: dict[str, torch.Tensor]) -> None:
         state[name].mul_(mask)
 
 
+def mixed_precision(model: torch.nn.Module, device: torch.device) -> bool:
+    """bf16 autocast and channels_last for this model: on a GPU, for models of at least
+    ``MIXED_PRECISION_PARAMS`` parameters (ResNet-18); small zoo models train in float32."""
+    return device.type == "cuda" and \
+        sum(p.numel() for p in model.parameters()) >= MIXED_PRECISION_PARAMS
+
+
+def autocast(enabled: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """No TF32 in convolutions or matmuls (cuDNN allows it by default): float32 training on a GPU
+    then matches the CPU and the population path to float rounding."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def train_epoch(model: ZooModel, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler | None, config: TrainingConfig,
+                batches: torch.Tensor, x: torch.Tensor, y: torch.Tensor, root: torch.Tensor,
+                first_step: int, keep: dict[str, torch.Tensor] | None = None,
+                mixed: bool = False) -> None:
+    """One epoch of one model over ``batches`` (int64 [steps, batch] indices into x [N, ...],
+    y [N]); step i draws its dropout / augmentation key from global step ``first_step + i``."""
+    model.train()
+    for i, idx in enumerate(batches):
+        key = step_keys(root, first_step + i)[0]
+        xb = x[idx]
+        if config.augment:
+            xb = augment_batch(xb, key, config.augment)
+        if mixed:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(mixed):
+            loss = F.nll_loss(model(xb, dropout_key=key).float(), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if keep is not None:
+            apply_mask(model, keep)
+        if scheduler is not None:
+            scheduler.step()
+
+
 def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: DataSplits,
                 device: str | torch.device = "cpu", initial: np.ndarray | None = None,
                 mask: np.ndarray | None = None) -> ModelRun:
@@ -140,6 +191,9 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     if initial is not None:
         model.load_state_dict(layout.unflatten(initial), strict=False)
     model = model.to(device)
+    mixed = mixed_precision(model, device)
+    if mixed:
+        model = model.to(memory_format=torch.channels_last)
     keep = None
     if mask is not None:
         keep = {n: t.to(device) for n, t in
@@ -156,30 +210,20 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     def record():
         states.append(layout.flatten(model.state_dict()))
         for name, split in splits.items():
-            loss, acc = evaluate(model, split)
+            with autocast(mixed):
+                loss, acc = evaluate(model, split)
             metrics[f"{name}_loss"].append(loss)
             metrics[f"{name}_acc"].append(acc)
 
     root = seed_roots([config.seed], device)
-    if 0 in stored:
-        record()
-    x_train, y_train = splits["train"].x, splits["train"].y
-    model.train()
-    for epoch in range(1, config.epochs + 1):
-        for i, idx in enumerate(epoch_batches(config, subset, epoch)):
-            key = step_keys(root, (epoch - 1) * steps + i)[0]
-            xb = x_train[idx]
-            if config.augment:
-                xb = augment_batch(xb, key, config.augment)
-            loss = F.nll_loss(model(xb, dropout_key=key), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if keep is not None:
-                apply_mask(model, keep)
-            if scheduler is not None:
-                scheduler.step()
-        if epoch in stored:
+    with exact_float32():
+        if 0 in stored:
             record()
+        for epoch in range(1, config.epochs + 1):
+            train_epoch(model, optimizer, scheduler, config, epoch_batches(config, subset, epoch),
+                        splits["train"].x, splits["train"].y, root, (epoch - 1) * steps, keep,
+                        mixed)
+            if epoch in stored:
+                record()
     return ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32)
                                        for m, v in metrics.items()})

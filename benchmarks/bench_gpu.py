@@ -1,0 +1,326 @@
+"""GPU benchmark: one command, no download, under 8 minutes on one H100 / H200.
+
+    python -m benchmarks.bench_gpu [--models 1000] [--epochs 3] [--alone 2] [--skip-tests]
+
+Writes MNIST-shaped IDX files itself (60k train + 10k test 28x28 images: scikit-learn digits
+scaled up, shifted and noised), then measures, each in the same process or a child of it:
+- one at a time: ``train_model`` of MNIST-Seed configs on that data, model-epochs/s;
+- ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 1 and
+  ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
+  seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
+- population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
+  CNN-s population mixing lr, init and dropout (tests/test_gpu.py asserts <= 1e-4);
+- ResNet-18 (the CIFAR-10 spec's training: SGD, OneCycle, crop + flip, batch 256, bf16 autocast,
+  channels_last): images/s and the fraction of the card's dense bf16 peak;
+- ``hyperrep train`` on a CNN-s zoo: tokens/s and model FLOP utilisation (6 x params x tokens);
+- ``pytest tests/test_gpu.py`` (correctness on the GPU, every zoo kind with --device cuda).
+Prints one table last.
+"""
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# dense bf16 tensor-core peaks (vendor datasheets, TFLOP/s)
+BF16_PEAK = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                         for d in array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000) -> Path:
+    """MNIST's four IDX files (gzipped) under ``root``: learnable 28x28 digits."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    base = np.kron(digits.images, np.ones((3, 3))) * (255 / 16)  # [1797, 24, 24]
+    for name, n in (("train", n_train), ("t10k", n_test)):
+        pick = rng.integers(len(base), size=n)
+        images = np.zeros((n, 28, 28))
+        shifts = rng.integers(0, 5, size=(n, 2))
+        for dy in range(5):
+            for dx in range(5):
+                chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+                images[chosen, dy:dy + 24, dx:dx + 24] = base[pick[chosen]]
+        images = np.clip(images + rng.normal(0, 20, images.shape), 0, 255)
+        write_idx(root / f"{name}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{name}-labels-idx1-ubyte.gz", digits.target[pick])
+    return root
+
+
+def mnist_seed_spec(models: int, epochs: int) -> dict:
+    spec = yaml.safe_load((ROOT / "zoo_specs/mnist-seed.yaml").read_text())
+    spec["training"]["epochs"] = epochs
+    spec["factors"]["seed"] = {"range": [1, models + 1]}
+    return spec
+
+
+def timed_generate(spec: dict, root: Path, work: Path, timeout: float) -> float | None:
+    """Wall seconds of the real ``zoo generate --device cuda`` (None: over ``timeout``)."""
+    path = work / f"{spec['name']}-{spec['training']['epochs']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    start = time.perf_counter()
+    try:
+        subprocess.run([sys.executable, "-m", "cli.zoo", "generate", str(path), "--out",
+                        str(work / path.stem), "--data-root", str(root), "--device", "cuda"],
+                       check=True, timeout=timeout, cwd=ROOT, stdout=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None
+    return time.perf_counter() - start
+
+
+def alone_rate(root: Path, n: int) -> float:
+    """Model-epochs/s of MNIST-Seed configs trained one at a time (1 epoch each, evaluated)."""
+    from modelzoo.generate import load_data
+    from modelzoo.specs import parse_spec
+    from modelzoo.training import train_model
+
+    spec = parse_spec(mnist_seed_spec(n, 1))
+    data = load_data(spec, root)
+    train_model("cnn_s", {"in_channels": 1}, spec.configs()[0].model_copy(update={"epochs": 0}),
+                data, "cuda")  # warm-up: CUDA context, cuDNN handles
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for config in spec.configs():
+        train_model("cnn_s", {"in_channels": 1}, config, data, "cuda")
+    torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def profile_population(root: Path, models: int, steps: int = 200) -> dict[str, float]:
+    """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (eager and
+    as a replayed CUDA graph, cuDNN autotuning off and on) and seconds per evaluation of all
+    splits."""
+    from modelzoo.generate import load_data
+    from modelzoo.population import (PopulationOptimizer, activation_elements, capture_step,
+                                     evaluate_population, population_forwards)
+    from modelzoo.specs import parse_spec
+    from modelzoo.training import build_model, exact_float32
+
+    spec = parse_spec(mnist_seed_spec(models, 1))
+    configs = spec.configs()
+    data = load_data(spec, root)
+    splits = data.on("cuda")
+    models_ = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
+    names = list(models_[0].state_dict())
+    params = {n: torch.stack([m.state_dict()[n] for m in models_]).cuda() for n in names}
+    template = models_[0].cuda()
+    optimizer = PopulationOptimizer(params, configs)
+    train_step, forward_shared = population_forwards(
+        "cnn_s", template, params, torch.zeros(models, device="cuda"))
+    x, y = splits["train"].x, splits["train"].y
+    idx = torch.randint(len(x), (models, 10), device="cuda")
+    key = torch.zeros(models, dtype=torch.int64, device="cuda")
+    active = torch.ones(models, dtype=torch.bool, device="cuda")
+
+    def step():
+        optimizer.step(train_step(x[idx], y[idx], key), active)
+
+    def ms_per_step(fn) -> float:
+        fn()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+        return 1000 * (time.perf_counter() - start) / steps
+
+    out = {}
+    with exact_float32():
+        out["eager ms/step"] = ms_per_step(step)
+        out["graph ms/step"] = ms_per_step(capture_step(step, optimizer.state()))
+        torch.backends.cudnn.benchmark = True
+        out["graph+cudnn.benchmark ms/step"] = ms_per_step(capture_step(step, optimizer.state()))
+        torch.backends.cudnn.benchmark = False
+        template.eval()
+        per_sample = activation_elements(template, splits["test"].x[:1])
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for split in splits.values():
+            evaluate_population(forward_shared, models, split, per_sample)
+        torch.cuda.synchronize()
+        out["eval s/record"] = time.perf_counter() - start
+    return out
+
+
+def population_drift() -> float:
+    from modelzoo.data import create_dataset
+    from modelzoo.layout import Layout
+    from modelzoo.population import train_population
+    from modelzoo.specs import TrainingConfig
+    from modelzoo.training import build_model, train_model
+    from tests.test_gpu import MIXED_32, max_relative_drift
+    from tests.test_population import small
+
+    data = small(create_dataset("digits"))
+    configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
+    layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
+    population = train_population("cnn_s", {"in_channels": 1}, configs, data, "cuda")
+    return max(max_relative_drift(train_model("cnn_s", {"in_channels": 1}, c, data, "cuda").states,
+                                  run.states, layout) for c, run in zip(configs, population))
+
+
+def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
+    """(images/s, TFLOP/s) of ResNet-18 training as ``train_model`` does it on the GPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from modelzoo.specs import parse_spec
+    from modelzoo.training import (build_model, make_optimizer, make_scheduler, mixed_precision,
+                                   seed_roots, train_epoch)
+
+    spec = parse_spec(yaml.safe_load((ROOT / "zoo_specs/resnet18-cifar10-seed.yaml").read_text()))
+    config = spec.configs()[0]
+    device = torch.device("cuda")
+    model = build_model("resnet18", spec.architecture.kwargs(), config).to(device)
+    mixed = mixed_precision(model, device)
+    model = model.to(memory_format=torch.channels_last)
+    batch = config.batch_size
+    x = torch.rand(batch * 8, 3, 32, 32, device=device)
+    y = torch.randint(10, (batch * 8,), device=device)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps)
+    batches = torch.randint(len(x), (steps, batch), device=device)
+    root = seed_roots([config.seed], device)
+    train_epoch(model, optimizer, scheduler, config, batches[:5], x, y, root, 0, mixed=mixed)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    train_epoch(model, optimizer, scheduler, config, batches, x, y, root, 5, mixed=mixed)
+    torch.cuda.synchronize()
+    images_s = steps * batch / (time.perf_counter() - start)
+    with FlopCounterMode(display=False) as counter:
+        loss = model(x[:batch]).mean()
+        loss.backward()
+    return images_s, counter.get_total_flops() / batch * images_s / 1e12
+
+
+def hyperrep_throughput(work: Path) -> tuple[float, float]:
+    """(tokens/s, TFLOP/s by 6 x params x tokens) of ``hyperrep train`` on a 200-model CNN-s zoo."""
+    from hyperrep.train import TrainConfig, ZooTokens, train
+    from modelzoo import open_zoo
+    from modelzoo.generate import generate
+    from modelzoo.specs import parse_spec
+
+    spec = yaml.safe_load((ROOT / "zoo_specs/digits-seed.yaml").read_text())
+    zoo_path = generate(parse_spec(spec), work / "digits-seed", device="cuda")
+    cfg = TrainConfig(epochs=3)
+    times = []
+    train(zoo_path, work / "hyperrep", cfg, "cuda",
+          on_epoch=lambda epoch, record: times.append(time.perf_counter()))
+    with open_zoo(zoo_path) as zoo:
+        data = ZooTokens(zoo, cfg.token_size, cfg.zoo_epochs)
+        n_train = len(data.rows_of(zoo.split_models(cfg.split_seed)["train"]))
+        n_tokens = data.tokens.n_tokens
+    config = json.loads((work / "hyperrep" / "config.json").read_text())
+    from hyperrep.train import load_run
+
+    model, _ = load_run(work / "hyperrep", "cuda")
+    params = sum(p.numel() for p in model.parameters())
+    steps_tokens = 2 * n_train * n_tokens  # two augmented views of every training sample
+    tokens_s = steps_tokens * (len(times) - 1) / (times[-1] - times[0])
+    del config
+    return tokens_s, 6 * params * tokens_s / 1e12
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=1000, help="MNIST-Seed models generated")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the longer generate run")
+    parser.add_argument("--alone", type=int, default=2, help="models trained one at a time")
+    parser.add_argument("--generate-timeout", type=float, default=200)
+    parser.add_argument("--skip-tests", action="store_true")
+    args = parser.parse_args()
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
+    rows: list[tuple[str, str]] = [("device", f"{name}, torch {torch.__version__}")]
+
+    def section(label, fn):
+        start = time.perf_counter()
+        try:
+            fn()
+        except Exception as exc:  # one failing measurement must not hide the others
+            rows.append((label, f"FAILED: {type(exc).__name__}: {str(exc)[:300]}"))
+        print(f"[{label}: {time.perf_counter() - start:.0f} s]", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        root = write_mnist_like(work / "mnist")
+        alone = {}
+
+        def one_at_a_time():
+            alone["rate"] = alone_rate(root, args.alone)
+            rows.append(("one at a time (MNIST-sized)", f"{alone['rate']:.3f} model-epochs/s"))
+
+        def zoo_generate():
+            t1 = timed_generate(mnist_seed_spec(args.models, 1), root, work, args.generate_timeout)
+            tn = timed_generate(mnist_seed_spec(args.models, args.epochs), root, work,
+                                args.generate_timeout)
+            if t1 is None or tn is None:
+                rows.append(("zoo generate", f"over {args.generate_timeout:.0f} s "
+                                             f"(1 epoch: {t1}, {args.epochs}: {tn})"))
+                return
+            per_epoch = (tn - t1) / (args.epochs - 1)
+            rate = args.models * args.epochs / tn
+            full = (t1 + 49 * per_epoch) * 1000 / args.models
+            rows.append((f"zoo generate MNIST-Seed, {args.models} models",
+                         f"{t1:.0f} s (1 epoch), {tn:.0f} s ({args.epochs} epochs): "
+                         f"{per_epoch:.1f} s per epoch"))
+            rows.append(("population rate", f"{rate:.1f} model-epochs/s"))
+            if "rate" in alone:
+                rows.append(("ratio population / one at a time", f"{rate / alone['rate']:.0f}x"))
+            rows.append(("MNIST-Seed 1000 x 50 epochs (extrapolated)", f"{full / 60:.1f} min"))
+
+        def drift():
+            rows.append(("GPU population vs alone, 2 epochs",
+                         f"max |dw| / layer scale = {population_drift():.1e}"))
+
+        def resnet():
+            images_s, tflops = resnet18_throughput()
+            share = f"{100 * tflops / peak:.1f}% of {peak:.0f}" if peak else "peak unknown"
+            rows.append(("ResNet-18 CIFAR-10 training (bf16)",
+                         f"{images_s:,.0f} images/s, {tflops:.0f} TFLOP/s = {share} TFLOP/s"))
+
+        def hyperrep():
+            tokens_s, tflops = hyperrep_throughput(work)
+            share = f" = {100 * tflops / peak:.2f}% MFU" if peak else ""
+            rows.append(("hyperrep train (digits-seed zoo)",
+                         f"{tokens_s:,.0f} tokens/s, {tflops:.2f} TFLOP/s{share}"))
+
+        def tests():
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True)
+            print(done.stdout[-3000:], done.stderr[-2000:])
+            rows.append(("tests/test_gpu.py", done.stdout.strip().splitlines()[-1]))
+
+        def profile():
+            for k, v in profile_population(root, args.models).items():
+                rows.append((f"population of {args.models}: {k}", f"{v:.3f}"))
+
+        section("profile", profile)
+        section("drift", drift)
+        if not args.skip_tests:
+            section("tests", tests)
+        section("resnet18", resnet)
+        section("hyperrep", hyperrep)
+        section("one at a time", one_at_a_time)
+        section("zoo generate", zoo_generate)
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""GPU correctness (skipped without CUDA; ``benchmarks/bench_gpu.py`` runs it on a GPU machine).
+
+- A CNN-s model trained in a GPU population equals the same config trained alone on the GPU within
+  1e-4 of the layer's weight scale after 2 epochs (a 32-model population mixing lr, init and
+  dropout), and matches the CPU run to the same bound.
+- Every zoo kind runs end to end with ``--device cuda``: the four small architectures as
+  populations, ResNet-18 (BatchNorm, OneCycle, augmentation, bf16 autocast), the remote-sensing
+  task zoos, magnitude sparsify, hyperrep train / embed / sample.
+"""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from modelzoo.data import create_dataset
+from modelzoo.layout import Layout
+from modelzoo.population import train_population
+from modelzoo.specs import TrainingConfig
+from modelzoo.training import build_model, train_model
+from tests.conftest import run_cli
+from tests.test_population import small
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+GPU_BOUND = 1e-4
+MIXED_32 = [dict(seed=s, lr=lr, init=init, dropout=p) for s in (1, 2, 3, 4)
+            for lr in (1e-3, 3e-4) for init in ("uniform", "kaiming_normal") for p in (0.0, 0.5)]
+
+
+def max_relative_drift(a: np.ndarray, b: np.ndarray, layout: Layout) -> float:
+    """max over layers of max |a - b| / max |a| (flat states [..., params])."""
+    return max(float(np.abs(a[..., e.offset:e.offset + e.size] - b[..., e.offset:e.offset + e.size])
+                     .max() / np.abs(a[..., e.offset:e.offset + e.size]).max())
+               for e in layout.entries)
+
+
+def test_gpu_population_equals_alone():
+    data = small(create_dataset("digits"))
+    configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
+    layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
+    population = train_population("cnn_s", {"in_channels": 1}, configs, data, "cuda")
+    for i in (0, 5, 10, 15, 21, 31):
+        alone = train_model("cnn_s", {"in_channels": 1}, configs[i], data, "cuda")
+        assert max_relative_drift(alone.states, population[i].states, layout) <= GPU_BOUND
+        np.testing.assert_allclose(alone.metrics["test_acc"], population[i].metrics["test_acc"],
+                                   atol=1e-2 + 1e-6)
+    cpu = train_model("cnn_s", {"in_channels": 1}, configs[0], data, "cpu")
+    assert max_relative_drift(cpu.states, population[0].states, layout) <= GPU_BOUND
+
+
+SMALL_ZOOS = {
+    "tetris_mlp": ({"name": "tetris_mlp"}, {"name": "tetris"}, {}),
+    "cnn_s": ({"name": "cnn_s", "in_channels": 1}, {"name": "digits"}, {"dropout": 0.3}),
+    "unterthiner_cnn": ({"name": "unterthiner_cnn", "in_channels": 1}, {"name": "digits"}, {}),
+    "cnn_l": ({"name": "cnn_l", "in_channels": 1}, {"name": "digits", "resize": 32}, {}),
+    "resnet18": ({"name": "resnet18", "in_channels": 1}, {"name": "digits", "resize": 32},
+                 {"optimizer": "sgd", "lr": 0.05, "schedule": "onecycle",
+                  "augment": ["crop", "flip"], "batch_size": 64, "weight_decay": 5e-4}),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL_ZOOS))
+def test_every_architecture_generates_on_cuda(arch, tmp_path):
+    architecture, dataset, training = SMALL_ZOOS[arch]
+    spec = {"name": f"gpu-{arch}", "architecture": architecture, "dataset": dataset,
+            "training": {"epochs": 2, "batch_size": 10, "lr": 1e-3, "activation": "relu",
+                         **training},
+            "factors": {"seed": {"range": [1, 4 if arch == "resnet18" else 7]}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "zoo"
+    done = run_cli("cli.zoo", "generate", str(path), "--out", str(out), "--device", "cuda",
+                   "--shard-size", "2")
+    assert done.returncode == 0, done.stderr
+    assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
+
+
+@pytest.mark.parametrize("task", ["contrastive", "multitask", "heteroscedastic"])
+def test_task_zoos_generate_on_cuda(task, tmp_path):
+    from tests.test_remote_sensing import TINY_ZOOS
+
+    spec = {"name": f"gpu-{task}", **TINY_ZOOS[task], "task": {"name": task, "mc_passes": 3},
+            "training": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "activation": "relu",
+                         "init": "kaiming_uniform"}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "zoo"
+    done = run_cli("cli.zoo", "generate", str(path), "--out", str(out), "--device", "cuda")
+    assert done.returncode == 0, done.stderr
+    assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
+
+
+def test_sparsify_and_hyperrep_on_cuda(tmp_path):
+    spec = {"name": "gpu-digits", "architecture": {"name": "cnn_s", "in_channels": 1},
+            "dataset": {"name": "digits"},
+            "training": {"epochs": 2, "batch_size": 10, "lr": 1e-3, "activation": "tanh"},
+            "factors": {"seed": {"range": [1, 25]}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    zoo, run = tmp_path / "zoo", tmp_path / "run"
+    steps = [("cli.zoo", "generate", str(path), "--out", str(zoo), "--device", "cuda"),
+             ("cli.zoo", "sparsify", str(zoo), "--ratios", "0.5", "--finetune-epochs", "1",
+              "--device", "cuda"),
+             ("cli.hyperrep", "train", str(zoo), "--out", str(run), "--epochs", "2",
+              "--device", "cuda"),
+             ("cli.hyperrep", "embed", str(run), str(zoo), "--device", "cuda"),
+             ("cli.hyperrep", "sample", str(run), str(zoo), "--n", "2", "--out",
+              str(tmp_path / "samples"), "--device", "cuda")]
+    for step in steps:
+        done = run_cli(*step)
+        assert done.returncode == 0, (step[:2], done.stderr[-2000:])
