@@ -1,11 +1,11 @@
 """GPU benchmark: one command, no download, under 8 minutes on one H100 / H200.
 
-    python -m benchmarks.bench_gpu [--models 1000] [--epochs 3] [--alone 2] [--skip-tests]
+    python -m benchmarks.bench_gpu [--models 1000] [--epochs 1] [--alone 2] [--tests EXPR] [--deadline 460]
 
 Writes MNIST-shaped IDX files itself (60k train + 10k test 28x28 images: scikit-learn digits
 scaled up, shifted and noised), then measures, each in the same process or a child of it:
 - one at a time: ``train_model`` of MNIST-Seed configs on that data, model-epochs/s;
-- ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 1 and
+- ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 0 and
   ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
   seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
 - population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
@@ -32,7 +32,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # dense bf16 tensor-core peaks (vendor datasheets, TFLOP/s)
+DEVICE = "cuda"  # --device cpu: a smoke run of the script on a machine without a GPU
 BF16_PEAK = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -46,6 +52,7 @@ def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000) ->
     """MNIST's four IDX files (gzipped) under ``root``: learnable 28x28 digits."""
     from sklearn.datasets import load_digits
 
+    root.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     rng = np.random.default_rng(0)
     base = np.kron(digits.images, np.ones((3, 3))) * (255 / 16)  # [1797, 24, 24]
@@ -77,7 +84,7 @@ def timed_generate(spec: dict, root: Path, work: Path, timeout: float) -> float 
     start = time.perf_counter()
     try:
         subprocess.run([sys.executable, "-m", "cli.zoo", "generate", str(path), "--out",
-                        str(work / path.stem), "--data-root", str(root), "--device", "cuda"],
+                        str(work / path.stem), "--data-root", str(root), "--device", DEVICE],
                        check=True, timeout=timeout, cwd=ROOT, stdout=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return None
@@ -93,12 +100,12 @@ def alone_rate(root: Path, n: int) -> float:
     spec = parse_spec(mnist_seed_spec(n, 1))
     data = load_data(spec, root)
     train_model("cnn_s", {"in_channels": 1}, spec.configs()[0].model_copy(update={"epochs": 0}),
-                data, "cuda")  # warm-up: CUDA context, cuDNN handles
-    torch.cuda.synchronize()
+                data, DEVICE)  # warm-up: CUDA context, cuDNN handles
+    sync()
     start = time.perf_counter()
     for config in spec.configs():
-        train_model("cnn_s", {"in_channels": 1}, config, data, "cuda")
-    torch.cuda.synchronize()
+        train_model("cnn_s", {"in_channels": 1}, config, data, DEVICE)
+    sync()
     return n / (time.perf_counter() - start)
 
 
@@ -115,50 +122,55 @@ def profile_population(root: Path, models: int, steps: int = 200) -> dict[str, f
     spec = parse_spec(mnist_seed_spec(models, 1))
     configs = spec.configs()
     data = load_data(spec, root)
-    splits = data.on("cuda")
+    splits = data.on(DEVICE)
     models_ = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
     names = list(models_[0].state_dict())
-    params = {n: torch.stack([m.state_dict()[n] for m in models_]).cuda() for n in names}
-    template = models_[0].cuda()
+    params = {n: torch.stack([m.state_dict()[n] for m in models_]).to(DEVICE) for n in names}
+    template = models_[0].to(DEVICE)
     optimizer = PopulationOptimizer(params, configs)
-    train_step, forward_shared = population_forwards(
-        "cnn_s", template, params, torch.zeros(models, device="cuda"))
     x, y = splits["train"].x, splits["train"].y
-    idx = torch.randint(len(x), (models, 10), device="cuda")
-    key = torch.zeros(models, dtype=torch.int64, device="cuda")
-    active = torch.ones(models, dtype=torch.bool, device="cuda")
+    idx = torch.randint(len(x), (models, 10), device=DEVICE)
+    key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
+    active = torch.ones(models, dtype=torch.bool, device=DEVICE)
 
-    def step():
-        optimizer.step(train_step(x[idx], y[idx], key), active)
-
-    def ms_per_step(fn) -> float:
+    def ms_per_step(fn, steps: int = 10) -> float:
         fn()
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         for _ in range(steps):
             fn()
-        torch.cuda.synchronize()
+        sync()
         return 1000 * (time.perf_counter() - start) / steps
 
     out = {}
     with exact_float32():
-        out["eager ms/step"] = ms_per_step(step)
-        out["graph ms/step"] = ms_per_step(capture_step(step, optimizer.state()))
-        torch.backends.cudnn.benchmark = True
-        out["graph+cudnn.benchmark ms/step"] = ms_per_step(capture_step(step, optimizer.state()))
+        for conv, benchmark in (("im2col", False), ("grouped", False), ("grouped", True)):
+            torch.backends.cudnn.benchmark = benchmark
+            train_step, forward_shared = population_forwards(
+                "cnn_s", template, params, torch.zeros(models, device=DEVICE), conv)
+
+            def step():
+                optimizer.step(train_step(x[idx], y[idx], key), active)
+
+            label = conv + (" +cudnn.benchmark" if benchmark else "")
+            graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
+            out[f"{label} ms/step (graph)"] = ms_per_step(graphed)
+            if conv != "im2col":  # evaluation runs the same grouped network in every variant
+                continue
+            template.eval()
+            per_sample = activation_elements(template, splits["test"].x[:1])
+            template.train()
+            sync()
+            start = time.perf_counter()
+            for split in splits.values():
+                evaluate_population(forward_shared, models, split, per_sample)
+            sync()
+            out["eval s/record (70k images)"] = time.perf_counter() - start
         torch.backends.cudnn.benchmark = False
-        template.eval()
-        per_sample = activation_elements(template, splits["test"].x[:1])
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for split in splits.values():
-            evaluate_population(forward_shared, models, split, per_sample)
-        torch.cuda.synchronize()
-        out["eval s/record"] = time.perf_counter() - start
     return out
 
 
-def population_drift() -> float:
+def population_drift(conv: str) -> float:
     from modelzoo.data import create_dataset
     from modelzoo.layout import Layout
     from modelzoo.population import train_population
@@ -170,8 +182,14 @@ def population_drift() -> float:
     data = small(create_dataset("digits"))
     configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
     layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
-    population = train_population("cnn_s", {"in_channels": 1}, configs, data, "cuda")
-    return max(max_relative_drift(train_model("cnn_s", {"in_channels": 1}, c, data, "cuda").states,
+    from modelzoo import population as module
+
+    default, module.CONV_METHOD[DEVICE] = module.CONV_METHOD[DEVICE], conv
+    try:
+        population = train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
+    finally:
+        module.CONV_METHOD[DEVICE] = default
+    return max(max_relative_drift(train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE).states,
                                   run.states, layout) for c, run in zip(configs, population))
 
 
@@ -185,7 +203,7 @@ def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
 
     spec = parse_spec(yaml.safe_load((ROOT / "zoo_specs/resnet18-cifar10-seed.yaml").read_text()))
     config = spec.configs()[0]
-    device = torch.device("cuda")
+    device = torch.device(DEVICE)
     model = build_model("resnet18", spec.architecture.kwargs(), config).to(device)
     mixed = mixed_precision(model, device)
     model = model.to(memory_format=torch.channels_last)
@@ -197,10 +215,10 @@ def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
     batches = torch.randint(len(x), (steps, batch), device=device)
     root = seed_roots([config.seed], device)
     train_epoch(model, optimizer, scheduler, config, batches[:5], x, y, root, 0, mixed=mixed)
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     train_epoch(model, optimizer, scheduler, config, batches, x, y, root, 5, mixed=mixed)
-    torch.cuda.synchronize()
+    sync()
     images_s = steps * batch / (time.perf_counter() - start)
     with FlopCounterMode(display=False) as counter:
         loss = model(x[:batch]).mean()
@@ -216,10 +234,10 @@ def hyperrep_throughput(work: Path) -> tuple[float, float]:
     from modelzoo.specs import parse_spec
 
     spec = yaml.safe_load((ROOT / "zoo_specs/digits-seed.yaml").read_text())
-    zoo_path = generate(parse_spec(spec), work / "digits-seed", device="cuda")
+    zoo_path = generate(parse_spec(spec), work / "digits-seed", device=DEVICE)
     cfg = TrainConfig(epochs=3)
     times = []
-    train(zoo_path, work / "hyperrep", cfg, "cuda",
+    train(zoo_path, work / "hyperrep", cfg, DEVICE,
           on_epoch=lambda epoch, record: times.append(time.perf_counter()))
     with open_zoo(zoo_path) as zoo:
         data = ZooTokens(zoo, cfg.token_size, cfg.zoo_epochs)
@@ -228,7 +246,7 @@ def hyperrep_throughput(work: Path) -> tuple[float, float]:
     config = json.loads((work / "hyperrep" / "config.json").read_text())
     from hyperrep.train import load_run
 
-    model, _ = load_run(work / "hyperrep", "cuda")
+    model, _ = load_run(work / "hyperrep", DEVICE)
     params = sum(p.numel() for p in model.parameters())
     steps_tokens = 2 * n_train * n_tokens  # two augmented views of every training sample
     tokens_s = steps_tokens * (len(times) - 1) / (times[-1] - times[0])
@@ -239,14 +257,25 @@ def hyperrep_throughput(work: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=1000, help="MNIST-Seed models generated")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of the longer generate run")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of the timed generate run")
     parser.add_argument("--alone", type=int, default=2, help="models trained one at a time")
-    parser.add_argument("--generate-timeout", type=float, default=200)
+    parser.add_argument("--deadline", type=float, default=460,
+                        help="seconds after start by which zoo generate must end")
+    parser.add_argument("--tests", default="", help="pytest -k expression (default: all)")
     parser.add_argument("--skip-tests", action="store_true")
     args = parser.parse_args()
+    deadline = time.perf_counter() + args.deadline
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
-    rows: list[tuple[str, str]] = [("device", f"{name}, torch {torch.__version__}")]
+    rows: list[tuple[str, str]] = []
+
+    class Rows(list):  # every figure is printed the moment it is measured
+        def append(self, row):
+            print(f"  {row[0]}: {row[1]}", flush=True)
+            super().append(row)
+
+    rows = Rows()
+    rows.append(("device", f"{name}, torch {torch.__version__}"))
 
     def section(label, fn):
         start = time.perf_counter()
@@ -266,27 +295,29 @@ def main() -> None:
             rows.append(("one at a time (MNIST-sized)", f"{alone['rate']:.3f} model-epochs/s"))
 
         def zoo_generate():
-            t1 = timed_generate(mnist_seed_spec(args.models, 1), root, work, args.generate_timeout)
-            tn = timed_generate(mnist_seed_spec(args.models, args.epochs), root, work,
-                                args.generate_timeout)
-            if t1 is None or tn is None:
-                rows.append(("zoo generate", f"over {args.generate_timeout:.0f} s "
-                                             f"(1 epoch: {t1}, {args.epochs}: {tn})"))
-                return
-            per_epoch = (tn - t1) / (args.epochs - 1)
-            rate = args.models * args.epochs / tn
-            full = (t1 + 49 * per_epoch) * 1000 / args.models
-            rows.append((f"zoo generate MNIST-Seed, {args.models} models",
-                         f"{t1:.0f} s (1 epoch), {tn:.0f} s ({args.epochs} epochs): "
-                         f"{per_epoch:.1f} s per epoch"))
-            rows.append(("population rate", f"{rate:.1f} model-epochs/s"))
+            times = {}
+            for epochs in (0, args.epochs):
+                left = deadline - time.perf_counter()
+                spent = timed_generate(mnist_seed_spec(args.models, epochs), root, work, left)
+                if spent is None:
+                    rows.append((f"zoo generate, {epochs} epochs", f"over {left:.0f} s"))
+                    return
+                times[epochs] = spent
+                rows.append((f"zoo generate MNIST-Seed, {args.models} models, {epochs} epochs",
+                             f"{spent:.1f} s wall"))
+            per_epoch = (times[args.epochs] - times[0]) / args.epochs
+            rate = args.models / per_epoch
+            full = (times[0] + 50 * per_epoch) * 1000 / args.models
+            rows.append(("one epoch (train + evaluate all splits + store)",
+                         f"{per_epoch:.1f} s = {rate:.1f} model-epochs/s"))
             if "rate" in alone:
                 rows.append(("ratio population / one at a time", f"{rate / alone['rate']:.0f}x"))
             rows.append(("MNIST-Seed 1000 x 50 epochs (extrapolated)", f"{full / 60:.1f} min"))
 
         def drift():
-            rows.append(("GPU population vs alone, 2 epochs",
-                         f"max |dw| / layer scale = {population_drift():.1e}"))
+            for conv in ("im2col", "grouped"):
+                rows.append((f"GPU population ({conv}) vs alone, 2 epochs",
+                             f"max |dw| / layer scale = {population_drift(conv):.1e}"))
 
         def resnet():
             images_s, tflops = resnet18_throughput()
@@ -302,7 +333,7 @@ def main() -> None:
 
         def tests():
             done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True)
+                                   "tests/test_gpu.py", "-k", args.tests], cwd=ROOT, capture_output=True, text=True)
             print(done.stdout[-3000:], done.stderr[-2000:])
             rows.append(("tests/test_gpu.py", done.stdout.strip().splitlines()[-1]))
 

@@ -38,6 +38,8 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
 CPU_EVAL_ELEMENTS = 1 << 22
+# Grouped networks' convolutions per device type (measured: BENCHMARKS.md, bench_gpu's profile)
+CONV_METHOD = {"cpu": "grouped", "cuda": "im2col"}
 
 
 def group_key(config: TrainingConfig) -> tuple:
@@ -305,7 +307,8 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
 
 
 def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
-                        dropout_p: torch.Tensor) -> tuple[Callable, Callable]:
+                        dropout_p: torch.Tensor, conv: str | None = None
+                        ) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
     - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients [P, ...] (``params`` order) of each
@@ -313,13 +316,19 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
     Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd; the
-    others under ``torch.func.vmap`` over ``functional_call``.
+    others under ``torch.func.vmap`` over ``functional_call``. ``conv`` picks the grouped
+    network's convolution (``modelzoo.grouped.grouped_network``); default ``CONV_METHOD`` of the
+    device type.
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
         # leaves share storage with ``params``, so in-place optimiser updates reach the network
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        network = grouped_network(template, leaves)
+        device_type = next(iter(params.values())).device.type
+        network = grouped_network(template, leaves, conv or CONV_METHOD[device_type])
+        # evaluation shares one input batch across models: grouped convolutions need no
+        # per-model patch copies there
+        evaluator = grouped_network(template, leaves, "grouped")
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
         def train_step(x, y, keys):
@@ -332,8 +341,8 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
 
         @torch.no_grad()
         def forward_shared(x):
-            network.eval()
-            return network(shared_inputs(x, n_models)).transpose(0, 1)
+            evaluator.eval()
+            return evaluator(shared_inputs(x, n_models)).transpose(0, 1)
 
         return train_step, forward_shared
 
@@ -360,7 +369,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
 
 def eval_elements(device: torch.device) -> int:
     """Activation elements (float32) one evaluation chunk may hold: 4M on a CPU (cache-sized),
-    a sixteenth of the free memory's bytes on a GPU."""
+    on a GPU a sixteenth of the free memory's bytes."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0] // 16)
     return CPU_EVAL_ELEMENTS

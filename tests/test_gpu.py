@@ -104,7 +104,8 @@ def test_sparsify_and_hyperrep_on_cuda(tmp_path):
               "--device", "cuda"),
              ("cli.hyperrep", "train", str(zoo), "--out", str(run), "--epochs", "2",
               "--device", "cuda"),
-             ("cli.hyperrep", "embed", str(run), str(zoo), "--device", "cuda"),
+             ("cli.hyperrep", "embed", str(run), str(zoo), "--out", str(tmp_path / "e.npz"),
+              "--device", "cuda"),
              ("cli.hyperrep", "sample", str(run), str(zoo), "--n", "2", "--out",
               str(tmp_path / "samples"), "--device", "cuda")]
     for step in steps:
