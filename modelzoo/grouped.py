@@ -31,38 +31,18 @@ GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_
 class GroupedConv2d(nn.Module):
     """P convolutions as one: [B, P*C, H, W] -> [B, P*O, H', W'] with stacked weight [P, O, C, k, k]."""
 
-    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
-                 method: str = "grouped"):
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros":
             raise ValueError("grouped populations need plain convolutions (groups 1, zero padding)")
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = weight, bias  # the population's live tensors, not copies
-        self.method = "grouped" if isinstance(conv.padding, str) else method  # 'same': cuDNN
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.method == "im2col":
-            return self._im2col(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=torch.channels_last), self.weight.flatten(0, 1),
                         bias, self.stride, self.padding, self.dilation, groups=len(self.weight))
 
-
-    def _im2col(self, x: torch.Tensor) -> torch.Tensor:
-        """The same convolution as one batched matmul per model over unfolded patches."""
-        n_models, out_channels, channels, kh, kw = self.weight.shape
-        batch, (h, w) = len(x), x.shape[2:]
-        cols = F.unfold(x.reshape(batch * n_models, channels, h, w), (kh, kw), self.dilation,
-                        self.padding, self.stride)  # [B*P, C*kh*kw, L]
-        cols = cols.view(batch, n_models, cols.shape[1], -1).permute(1, 2, 0, 3) \
-            .reshape(n_models, cols.shape[1], -1)  # [P, C*kh*kw, B*L]
-        weight = self.weight.reshape(n_models, out_channels, -1)
-        out = torch.bmm(weight, cols) if self.bias is None else \
-            torch.baddbmm(self.bias.unsqueeze(2), weight, cols)  # [P, O, B*L]
-        size = [(n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
-                zip((h, w), self.padding, self.dilation, (kh, kw), self.stride)]
-        return out.view(n_models, out_channels, batch, *size).permute(2, 0, 1, 3, 4) \
-            .reshape(batch, n_models * out_channels, *size)
 
 
 class GroupedLinear(nn.Module):
@@ -107,19 +87,15 @@ def population_layout(per_model: torch.Tensor, flat: bool) -> torch.Tensor:
     return moved.reshape(len(moved), -1, *moved.shape[3:]) if flat else moved
 
 
-def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
-                    conv: str = "grouped") -> nn.Module:
+def grouped_network(template: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
     """A copy of ``template`` whose layers compute all P models in ``params`` ({name: [P, ...]}).
 
     The network holds ``params``' tensors themselves, so in-place optimiser updates reach it.
-    ``conv``: "grouped" (one grouped convolution, channels_last) or "im2col" (unfolded patches
-    and one batched matmul).
     """
     network = copy.deepcopy(template)
     for name, module in list(network.named_modules()):
         if isinstance(module, nn.Conv2d):
-            grouped = GroupedConv2d(module, params[f"{name}.weight"], params.get(f"{name}.bias"),
-                                    conv)
+            grouped = GroupedConv2d(module, params[f"{name}.weight"], params.get(f"{name}.bias"))
         elif isinstance(module, nn.Linear):
             grouped = GroupedLinear(params[f"{name}.weight"], params.get(f"{name}.bias"))
         elif isinstance(module, KeyedDropout):

@@ -38,8 +38,6 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
 CPU_EVAL_ELEMENTS = 1 << 22
-# Grouped networks' convolutions per device type (measured: BENCHMARKS.md, bench_gpu's profile)
-CONV_METHOD = {"cpu": "grouped", "cuda": "im2col"}
 
 
 def group_key(config: TrainingConfig) -> tuple:
@@ -307,8 +305,7 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
 
 
 def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
-                        dropout_p: torch.Tensor, conv: str | None = None
-                        ) -> tuple[Callable, Callable]:
+                        dropout_p: torch.Tensor) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
     - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients [P, ...] (``params`` order) of each
@@ -316,19 +313,13 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
     Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd; the
-    others under ``torch.func.vmap`` over ``functional_call``. ``conv`` picks the grouped
-    network's convolution (``modelzoo.grouped.grouped_network``); default ``CONV_METHOD`` of the
-    device type.
+    others under ``torch.func.vmap`` over ``functional_call``.
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
         # leaves share storage with ``params``, so in-place optimiser updates reach the network
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        device_type = next(iter(params.values())).device.type
-        network = grouped_network(template, leaves, conv or CONV_METHOD[device_type])
-        # evaluation shares one input batch across models: grouped convolutions need no
-        # per-model patch copies there
-        evaluator = grouped_network(template, leaves, "grouped")
+        network = grouped_network(template, leaves)
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
         def train_step(x, y, keys):
@@ -341,8 +332,8 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
 
         @torch.no_grad()
         def forward_shared(x):
-            evaluator.eval()
-            return evaluator(shared_inputs(x, n_models)).transpose(0, 1)
+            network.eval()
+            return network(shared_inputs(x, n_models)).transpose(0, 1)
 
         return train_step, forward_shared
 
