@@ -37,6 +37,7 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 # populations of 16-32, 15 in populations of 128 (BENCHMARKS.md).
 CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
+POPULATION_MULTIPLE = 16  # populations are padded to this many models (bit-identical results)
 CPU_EVAL_ELEMENTS = 1 << 22
 
 
@@ -71,7 +72,8 @@ def auto_population_size(arch: str, arch_kwargs: dict, config: TrainingConfig,
         budget = free // 2
     else:
         budget = CPU_MEMORY_BUDGET
-    return int(max(1, min(MAX_POPULATION, budget // per_model)))
+    size = int(max(1, min(MAX_POPULATION, budget // per_model)))
+    return max(POPULATION_MULTIPLE, size - size % POPULATION_MULTIPLE)  # no padding when full
 
 
 def train_population_groups(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
@@ -174,7 +176,11 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     ``masks``: bool [P, params]; masked-out values are zeroed before training and after every
     step (the effective weights of ``torch.nn.utils.prune``).
 
-    Each epoch's batch indices, dropout keys and active masks are prepared on the device at once;
+    The population is padded to a multiple of ``POPULATION_MULTIPLE`` models: oneDNN vectorises
+    grouped convolutions across groups, so a model's rounding depended on its lane and on the
+    population's size (4.5e-8 .. 1.6e-4 apart after 2 epochs for sizes 1-7); padded, a model's
+    weights are bit-identical in every population size and composition on the CPU
+    (tests/test_population.py). Each epoch's batch indices, dropout keys and active masks are prepared on the device at once;
     on a GPU the step (forward, backward, optimiser update, masks) is one captured CUDA graph
     replayed with no host synchronisation.
     """
@@ -182,6 +188,13 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     keys = {group_key(c) for c in configs}
     if len(keys) != 1:
         raise ValueError(f"a population must share activation/optimizer/batch/epochs: {keys}")
+    n_real = len(configs)
+    pad = -n_real % POPULATION_MULTIPLE  # copies of the first model, trained and dropped
+    configs = configs + [configs[0]] * pad
+    if initial is not None:
+        initial = np.concatenate([initial, np.repeat(initial[:1], pad, axis=0)])
+    if masks is not None:
+        masks = np.concatenate([masks, np.repeat(masks[:1], pad, axis=0)])
     first = configs[0]
     models = [build_model(arch, arch_kwargs, c) for c in configs]
     layout = Layout.of(models[0])
@@ -250,7 +263,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
             record()
     stacked = np.stack(states, axis=1)  # [P, S, n_params]
     return [ModelRun(stacked[i], {m: np.array([v[i] for v in metrics[m]], dtype=np.float32)
-                                  for m in METRICS}) for i in range(n_models)]
+                                  for m in METRICS}) for i in range(n_real)]
 
 
 def epoch_plan(configs: list[TrainingConfig], subsets: list[torch.Tensor],

@@ -50,7 +50,7 @@ MIXED = [dict(seed=1, lr=1e-3, weight_decay=0.0, dropout=0.0, init="uniform"),
 BOUND = 1e-5
 
 
-def assert_same(arch, kwargs, configs, data):
+def assert_same(arch, kwargs, configs, data, bound=BOUND):
     layout = Layout.of(build_model(arch, kwargs, configs[0]))
     population = train_population(arch, kwargs, configs, data)
     for config, pop in zip(configs, population):
@@ -59,7 +59,7 @@ def assert_same(arch, kwargs, configs, data):
             a = alone.states[:, entry.offset:entry.offset + entry.size]
             b = pop.states[:, entry.offset:entry.offset + entry.size]
             scale = np.abs(a).max()
-            assert np.abs(a - b).max() <= BOUND * scale, (config, entry.name)
+            assert np.abs(a - b).max() <= bound * scale, (config, entry.name)
         np.testing.assert_allclose(alone.metrics["test_acc"], pop.metrics["test_acc"], atol=5e-4)
         np.testing.assert_allclose(alone.metrics["train_loss"], pop.metrics["train_loss"],
                                    rtol=1e-4)
@@ -80,8 +80,10 @@ def test_unterthiner_cnn(digits):
 
 def test_cnn_l(digits):
     configs = [TrainingConfig(epochs=2, activation="gelu", **c) for c in MIXED[:2]]
+    # 1.5e-5 in a population padded to 16 (1.0e-6 in an unpadded one of 2): the reference's
+    # ungrouped kernels round differently
     assert_same("cnn_l", {"in_channels": 3}, configs,
-                small(digits, n_train=200, channels=3, size=32))
+                small(digits, n_train=200, channels=3, size=32), bound=3e-5)
 
 
 def test_tetris_mlp():
@@ -121,3 +123,17 @@ def test_groups_keep_config_order(digits):
     for config, run in zip(configs, runs):
         alone = train_model("cnn_s", {"in_channels": 1}, config, data)
         assert np.abs(alone.states - run.states).max() < 1e-5
+
+
+def test_weights_do_not_depend_on_the_population(digits):
+    """Bit-identical weights in every population size and composition (padded populations)."""
+    grid = [dict(seed=s, lr=lr, init=init, dropout=p) for s in (1, 2, 3, 4)
+            for lr in (1e-3, 3e-4) for init in ("uniform", "kaiming_normal") for p in (0.0, 0.5)]
+    configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in grid]
+    data = small(digits)
+    full = train_population("cnn_s", {"in_channels": 1}, configs, data)
+    for members in ([9], [9, 1, 2], [3, 9, 17, 20, 31], list(range(31, 14, -1))):
+        runs = train_population("cnn_s", {"in_channels": 1}, [configs[i] for i in members], data)
+        for i, run in zip(members, runs):
+            assert np.array_equal(run.states, full[i].states), (members, i)
+            assert np.array_equal(run.metrics["test_acc"], full[i].metrics["test_acc"])
