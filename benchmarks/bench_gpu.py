@@ -9,7 +9,7 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
   ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
   seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
 - population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
-  CNN-s population mixing lr, init and dropout (tests/test_gpu.py asserts <= 1e-4);
+  CNN-s population mixing lr, init and dropout (tests/test_gpu.py holds the bounds);
 - ResNet-18 (the CIFAR-10 spec's training: SGD, OneCycle, crop + flip, batch 256, bf16 autocast,
   channels_last): images/s and the fraction of the card's dense bf16 peak;
 - ``hyperrep train`` on a CNN-s zoo: tokens/s and model FLOP utilisation (6 x params x tokens);
@@ -18,8 +18,6 @@ Prints one table last.
 """
 
 import argparse
-import gzip
-import json
 import subprocess
 import sys
 import tempfile
@@ -31,8 +29,8 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# dense bf16 tensor-core peaks (vendor datasheets, TFLOP/s)
 DEVICE = "cuda"  # --device
+# dense bf16 tensor-core peaks (vendor datasheets, TFLOP/s)
 BF16_PEAK = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0}
 
 
@@ -41,16 +39,11 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
-                                                         for d in array.shape)
-    with gzip.open(path, "wb", compresslevel=1) as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000) -> Path:
-    """MNIST's four IDX files (gzipped) under ``root``: learnable 28x28 digits."""
+    """MNIST's four IDX files under ``root``: learnable 28x28 digits."""
     from sklearn.datasets import load_digits
+
+    from tests.test_data import write_idx
 
     root.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
@@ -65,8 +58,8 @@ def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000) ->
                 chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
                 images[chosen, dy:dy + 24, dx:dx + 24] = base[pick[chosen]]
         images = np.clip(images + rng.normal(0, 20, images.shape), 0, 255)
-        write_idx(root / f"{name}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{name}-labels-idx1-ubyte.gz", digits.target[pick])
+        write_idx(root / f"{name}-images-idx3-ubyte", images)
+        write_idx(root / f"{name}-labels-idx1-ubyte", digits.target[pick])
     return root
 
 
@@ -215,8 +208,7 @@ def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
 
 def hyperrep_throughput(work: Path) -> tuple[float, float]:
     """(tokens/s, TFLOP/s by 6 x params x tokens) of ``hyperrep train`` on a 200-model CNN-s zoo."""
-    from hyperrep.train import TrainConfig, ZooTokens, train
-    from modelzoo import open_zoo
+    from hyperrep.train import TrainConfig, load_run, train
     from modelzoo.generate import generate
     from modelzoo.specs import parse_spec
 
@@ -226,18 +218,11 @@ def hyperrep_throughput(work: Path) -> tuple[float, float]:
     times = []
     train(zoo_path, work / "hyperrep", cfg, DEVICE,
           on_epoch=lambda epoch, record: times.append(time.perf_counter()))
-    with open_zoo(zoo_path) as zoo:
-        data = ZooTokens(zoo, cfg.token_size, cfg.zoo_epochs)
-        n_train = len(data.rows_of(zoo.split_models(cfg.split_seed)["train"]))
-        n_tokens = data.tokens.n_tokens
-    config = json.loads((work / "hyperrep" / "config.json").read_text())
-    from hyperrep.train import load_run
-
-    model, _ = load_run(work / "hyperrep", DEVICE)
+    model, config = load_run(work / "hyperrep", DEVICE)
+    n_train = len(config["splits"]["train"]) * len(config["zoo_epochs"])  # samples per epoch
     params = sum(p.numel() for p in model.parameters())
-    steps_tokens = 2 * n_train * n_tokens  # two augmented views of every training sample
-    tokens_s = steps_tokens * (len(times) - 1) / (times[-1] - times[0])
-    del config
+    epoch_tokens = 2 * n_train * model.cfg.n_tokens  # two augmented views of every sample
+    tokens_s = epoch_tokens * (len(times) - 1) / (times[-1] - times[0])
     return tokens_s, 6 * params * tokens_s / 1e12
 
 
@@ -257,7 +242,6 @@ def main() -> None:
     deadline = time.perf_counter() + args.deadline
     name = torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "cpu"
     peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
-    rows: list[tuple[str, str]] = []
 
     class Rows(list):  # every figure is printed the moment it is measured
         def append(self, row):

@@ -44,7 +44,6 @@ class GroupedConv2d(nn.Module):
                         bias, self.stride, self.padding, self.dilation, groups=len(self.weight))
 
 
-
 class GroupedLinear(nn.Module):
     """P linear layers as one batched matmul: [B, P*in] or [B, P, in] -> [B, P, out]."""
 

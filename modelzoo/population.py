@@ -180,9 +180,9 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     grouped convolutions across groups, so a model's rounding depended on its lane and on the
     population's size (4.5e-8 .. 1.6e-4 apart after 2 epochs for sizes 1-7); padded, a model's
     weights are bit-identical in every population size and composition on the CPU
-    (tests/test_population.py). Each epoch's batch indices, dropout keys and active masks are prepared on the device at once;
-    on a GPU the step (forward, backward, optimiser update, masks) is one captured CUDA graph
-    replayed with no host synchronisation.
+    (tests/test_population.py). Each epoch's batch indices, dropout keys and active masks are
+    prepared on the device at once; on a GPU the step (forward, backward, optimiser update,
+    masks) is one captured CUDA graph replayed with no host synchronisation.
     """
     device = torch.device(device)
     keys = {group_key(c) for c in configs}
@@ -196,7 +196,8 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     if masks is not None:
         masks = np.concatenate([masks, np.repeat(masks[:1], pad, axis=0)])
     first = configs[0]
-    models = [build_model(arch, arch_kwargs, c) for c in configs]
+    models = [build_model(arch, arch_kwargs, c) for c in configs[:n_real]]
+    models += [models[0]] * pad
     layout = Layout.of(models[0])
     names = [e.name for e in layout.entries]
     if initial is None:
@@ -255,7 +256,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
         batches, step_keys_, active = epoch_plan(configs, subsets, steps_per_epoch, roots,
                                                  epoch, device)
         for s in range(max_steps):
-            step_idx.copy_(batches[:, s], non_blocking=True)
+            step_idx.copy_(batches[s], non_blocking=True)
             step_key.copy_(step_keys_[s], non_blocking=True)
             step_active.copy_(active[s], non_blocking=True)
             step()
@@ -269,7 +270,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
 def epoch_plan(configs: list[TrainingConfig], subsets: list[torch.Tensor],
                steps_per_epoch: torch.Tensor, roots: torch.Tensor, epoch: int,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One epoch of a population, on ``device``: batch indices int64 [P, S, B], step keys int64
+    """One epoch of a population, on ``device``: batch indices int64 [S, P, B], step keys int64
     [S, P] and active masks bool [S, P] (model i takes ``steps_per_epoch[i]`` of the S steps)."""
     max_steps = int(steps_per_epoch.max())
     batches = torch.zeros(len(configs), max_steps, configs[0].batch_size, dtype=torch.int64)
@@ -279,7 +280,8 @@ def epoch_plan(configs: list[TrainingConfig], subsets: list[torch.Tensor],
     counters = torch.arange(max_steps)[:, None]
     active = (counters < steps_per_epoch[None]).to(device)
     global_steps = ((epoch - 1) * steps_per_epoch[None] + counters).to(device)
-    return batches.to(device), step_keys(roots[None], global_steps), active
+    return batches.transpose(0, 1).contiguous().to(device), step_keys(roots[None], global_steps), \
+        active
 
 
 def capture_step(step: Callable[[], None], state: list[torch.Tensor],

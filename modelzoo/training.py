@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modelzoo.architectures import ZooModel, create_model
+from modelzoo.architectures import ZooModel, count_parameters, create_model
 from modelzoo.data import DataSplits, Split
 from modelzoo.layout import Layout
 from modelzoo.randomness import derive_key, keyed_uniform, permutation, seed_key
@@ -130,8 +130,7 @@ def apply_mask(model: torch.nn.Module, keep: dict[str, torch.Tensor]) -> None:
 def mixed_precision(model: torch.nn.Module, device: torch.device) -> bool:
     """bf16 autocast and channels_last for this model: on a GPU, for models of at least
     ``MIXED_PRECISION_PARAMS`` parameters (ResNet-18); small zoo models train in float32."""
-    return device.type == "cuda" and \
-        sum(p.numel() for p in model.parameters()) >= MIXED_PRECISION_PARAMS
+    return device.type == "cuda" and count_parameters(model) >= MIXED_PRECISION_PARAMS
 
 
 def autocast(enabled: bool) -> contextlib.AbstractContextManager:

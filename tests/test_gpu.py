@@ -19,14 +19,12 @@ from modelzoo.population import train_population
 from modelzoo.specs import TrainingConfig
 from modelzoo.training import build_model, train_model
 from tests.conftest import run_cli
-from tests.test_population import small
+from tests.test_population import MIXED_32, small
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 GPU_BOUND = 1e-4
 GPU_WORST_BOUND = 2e-3
-MIXED_32 = [dict(seed=s, lr=lr, init=init, dropout=p) for s in (1, 2, 3, 4)
-            for lr in (1e-3, 3e-4) for init in ("uniform", "kaiming_normal") for p in (0.0, 0.5)]
 
 
 def max_relative_drift(a: np.ndarray, b: np.ndarray, layout: Layout) -> float:

@@ -47,6 +47,10 @@ MIXED = [dict(seed=1, lr=1e-3, weight_decay=0.0, dropout=0.0, init="uniform"),
          dict(seed=4, lr=1e-3, weight_decay=1e-4, dropout=0.1, init="kaiming_uniform")]
 
 
+# 32 CNN-s configs: lr {1e-3, 3e-4} x init {uniform, kaiming_normal} x dropout {0, 0.5} x 4 seeds
+MIXED_32 = [dict(seed=s, lr=lr, init=init, dropout=p) for s in (1, 2, 3, 4)
+            for lr in (1e-3, 3e-4) for init in ("uniform", "kaiming_normal") for p in (0.0, 0.5)]
+
 BOUND = 1e-5
 
 
@@ -127,9 +131,7 @@ def test_groups_keep_config_order(digits):
 
 def test_weights_do_not_depend_on_the_population(digits):
     """Bit-identical weights in every population size and composition (padded populations)."""
-    grid = [dict(seed=s, lr=lr, init=init, dropout=p) for s in (1, 2, 3, 4)
-            for lr in (1e-3, 3e-4) for init in ("uniform", "kaiming_normal") for p in (0.0, 0.5)]
-    configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in grid]
+    configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
     data = small(digits)
     full = train_population("cnn_s", {"in_channels": 1}, configs, data)
     for members in ([9], [9, 1, 2], [3, 9, 17, 20, 31], list(range(31, 14, -1))):
