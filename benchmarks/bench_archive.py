@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modelzoo.archive import ArchiveWriter
-from modelzoo.generate import spec_layout
+from modelzoo.archive import METRICS, ArchiveWriter, ModelRun
+from modelzoo.generate import spec_layout, zoo_manifest
 from modelzoo.specs import parse_spec
-from modelzoo.training import METRICS, ModelRun
 from modelzoo.zoo import open_zoo
 
 
@@ -29,7 +28,7 @@ def build(root: Path, n_models: int, n_epochs: int):
                        "factors": {"seed": {"range": [0, n_models]}}})
     layout = spec_layout(spec)
     rng = np.random.default_rng(0)
-    writer = ArchiveWriter.open(root / "zoo", spec, layout, shard_size=100)
+    writer = ArchiveWriter.open(root / "zoo", zoo_manifest(spec, shard_size=100))
     files = root / "files"
     for start, stop in writer.pending():
         runs = []

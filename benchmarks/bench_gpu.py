@@ -86,9 +86,9 @@ def timed_generate(spec: dict, root: Path, work: Path, timeout: float) -> float 
 
 def alone_rate(root: Path, n: int) -> float:
     """Model-epochs/s of MNIST-Seed configs trained one at a time (1 epoch each, evaluated)."""
-    from modelzoo.generate import load_data
+    from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
-    from modelzoo.training import train_model
+    from modelzoo.train.single import train_model
 
     spec = parse_spec(mnist_seed_spec(n, 1))
     data = load_data(spec, root)
@@ -105,11 +105,16 @@ def alone_rate(root: Path, n: int) -> float:
 def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, float]:
     """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (a
     replayed CUDA graph) and seconds per evaluation of all splits."""
-    from modelzoo.generate import load_data
-    from modelzoo.population import (PopulationOptimizer, activation_elements, capture_step,
-                                     evaluate_population, population_forwards)
+    from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
-    from modelzoo.training import build_model, exact_float32
+    from modelzoo.train.population import (
+        PopulationOptimizer,
+        activation_elements,
+        capture_step,
+        evaluate_population,
+        population_forwards,
+    )
+    from modelzoo.train.single import build_model, exact_float32
 
     spec = parse_spec(mnist_seed_spec(models, 1))
     configs = spec.configs()
@@ -157,11 +162,11 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
 
 
 def population_drift() -> float:
+    from modelzoo.archive.layout import Layout
     from modelzoo.data import create_dataset
-    from modelzoo.layout import Layout
-    from modelzoo.population import train_population
     from modelzoo.specs import TrainingConfig
-    from modelzoo.training import build_model, train_model
+    from modelzoo.train.population import train_population
+    from modelzoo.train.single import build_model, train_model
     from tests.test_gpu import MIXED_32, max_relative_drift
     from tests.test_population import small
 
@@ -178,8 +183,14 @@ def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from modelzoo.specs import parse_spec
-    from modelzoo.training import (build_model, make_optimizer, make_scheduler, mixed_precision,
-                                   seed_roots, train_epoch)
+    from modelzoo.train.single import (
+        build_model,
+        make_optimizer,
+        make_scheduler,
+        mixed_precision,
+        seed_roots,
+        train_epoch,
+    )
 
     spec = parse_spec(yaml.safe_load((ROOT / "zoo_specs/resnet18-cifar10-seed.yaml").read_text()))
     config = spec.configs()[0]
@@ -208,7 +219,9 @@ def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
 
 def hyperrep_throughput(work: Path) -> tuple[float, float]:
     """(tokens/s, TFLOP/s by 6 x params x tokens) of ``hyperrep train`` on a 200-model CNN-s zoo."""
-    from hyperrep.train import TrainConfig, load_run, train
+    from hyperrep.config import TrainConfig
+    from hyperrep.run import load_run
+    from hyperrep.train import train
     from modelzoo.generate import generate
     from modelzoo.specs import parse_spec
 

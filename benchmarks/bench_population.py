@@ -13,9 +13,9 @@ import time
 import torch
 
 from modelzoo.data import create_dataset
-from modelzoo.population import auto_population_size, train_population_groups
 from modelzoo.specs import TrainingConfig
-from modelzoo.training import train_model
+from modelzoo.train.population import auto_population_size, train_population_groups
+from modelzoo.train.single import train_model
 
 ARCH, KWARGS = "cnn_s", {"in_channels": 1}
 

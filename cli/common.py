@@ -1,11 +1,19 @@
-"""What every command shares: one-line errors with exit code 2, and a rich progress bar."""
+"""What every command shares: one-line errors with exit code 2, the --device option and its
+resolver, and a rich progress bar. Importing this module does not import torch."""
 
 import functools
 import sys
 
 import typer
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from modelzoo.errors import ZooError
@@ -44,3 +52,33 @@ def progress_bar(unit: str) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     RateColumn(unit), TimeElapsedColumn(), TextColumn("ETA"),
                     TimeRemainingColumn(), transient=False)
+
+
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (cuda when available)"
+
+
+def device_option():
+    """The same --device option for every command that computes."""
+    return typer.Option("cpu", help=DEVICE_HELP)
+
+
+def resolve_device(device: str) -> str:
+    """Validate a --device value ('cpu', 'cuda', 'cuda:N', 'auto') and resolve 'auto'."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (device == "cpu" or device == "cuda" or
+            (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ZooError(f"--device {device}: use {DEVICE_HELP}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ZooError(f"--device {device}: no CUDA device is available on this machine")
+    return device
+
+
+def check_choice(flag: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line error naming the flag."""
+    if value not in choices:
+        raise ZooError(f"{flag} {value}: use {', '.join(choices[:-1])} or {choices[-1]}"
+                       if len(choices) > 1 else f"{flag} {value}: use {choices[0]}")
+    return value

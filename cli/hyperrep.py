@@ -8,8 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import progress_bar, user_errors
-from modelzoo.errors import ZooError
+from cli.common import DEVICE_HELP, progress_bar, resolve_device, user_errors
 
 app = typer.Typer(help="Hyper-representations: learn from the weights of a model zoo.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -25,11 +24,11 @@ def train(zoo: Path = typer.Argument(..., help="zoo archive"),
           out: Path = typer.Option(..., "--out", help="run directory (resumed if it exists)"),
           epochs: int | None = typer.Option(None, help="training epochs"),
           gamma: float | None = typer.Option(None, help="1: contrastive, 0: reconstruction"),
-          device: str = typer.Option("cpu", help="cpu, cuda or auto"),
+          device: str = typer.Option("cpu", help=DEVICE_HELP),
           config: Path | None = typer.Option(None, help="YAML with TrainConfig keys")):
     """Train a transformer autoencoder on the zoo's train-split models (70/15/15 by model)."""
-    from hyperrep.train import load_train_config, train as run_train
-    from modelzoo.generate import resolve_device
+    from hyperrep.config import load_train_config
+    from hyperrep.train import train as run_train
 
     cfg = load_train_config(config, {"epochs": epochs, "gamma": gamma})
     device = resolve_device(device)
@@ -49,41 +48,14 @@ def train(zoo: Path = typer.Argument(..., help="zoo archive"),
 def embed(run: Path = typer.Argument(..., help="run directory"),
           zoo: Path = typer.Argument(..., help="zoo archive"),
           out: Path = typer.Option(..., "--out", help="embeddings file (.npz)"),
-          device: str = typer.Option("cpu"),
+          device: str = typer.Option("cpu", help=DEVICE_HELP),
           views: int | None = typer.Option(None, help=VIEWS_HELP)):
     """Embed every (model, epoch) state of ZOO; writes embedding [N, L], model [N], epoch [N]."""
-    from hyperrep.train import embed as run_embed
+    from hyperrep.run import embed as run_embed
 
-    result = run_embed(run, zoo, device, views)
+    result = run_embed(run, zoo, resolve_device(device), views)
     np.savez(out, **result)
     print(f"wrote {out}: {result['embedding'].shape[0]} states x {result['embedding'].shape[1]}")
-
-
-def probe_table(run: Path, zoo_path: Path, plot: Path | None = None,
-                views: int | None = None) -> dict:
-    from hyperrep.probes import plot_probes, probe_targets, run_probes, weight_statistics
-    from hyperrep.train import embed_samples
-
-    embedding, data, config = embed_samples(run, zoo_path, views=views)
-    with data.zoo as zoo:
-        flat = data.flat.numpy()
-        table = zoo.metadata.set_index(["model", "epoch"], drop=False)
-        table = table.loc[list(zip(data.models.tolist(), data.sample_epochs.tolist()))]
-        splits = {k: np.nonzero(np.isin(data.models, v))[0] for k, v in config["splits"].items()}
-        if any(len(v) == 0 for v in splits.values()):
-            # another zoo than the run's: split its own models
-            splits = {k: np.nonzero(np.isin(data.models, v))[0]
-                      for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
-        if any(len(v) == 0 for v in splits.values()):
-            raise ZooError(f"{zoo_path}: too few models to probe ({len(zoo)}): every split "
-                           f"(train / val / test) needs at least one")
-        features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout), "embedding": embedding}
-        factor_names, primary = zoo.factor_names, zoo.primary_metric
-    targets = probe_targets(table, factor_names, primary)
-    results = run_probes(features, targets, splits)
-    if plot is not None:
-        plot_probes(plot, embedding, targets, splits)
-    return results
 
 
 @app.command()
@@ -92,9 +64,12 @@ def probe(run: Path = typer.Argument(..., help="run directory"),
           zoo: Path = typer.Argument(..., help="zoo archive"),
           json_out: Path | None = typer.Option(None, "--json", help="write results as JSON"),
           plot: Path | None = typer.Option(None, help="folder for plots"),
-          views: int | None = typer.Option(None, help=VIEWS_HELP)):
+          views: int | None = typer.Option(None, help=VIEWS_HELP),
+          device: str = typer.Option("cpu", help=DEVICE_HELP)):
     """Predict properties from W, S(W), S(W)+GBT and the embedding; print one table."""
-    results = probe_table(run, zoo, plot, views)
+    from hyperrep.probes import probe_table
+
+    results = probe_table(run, zoo, plot, views, resolve_device(device))
     table = Table(title="probes on test models (R^2 for continuous, accuracy for categorical)")
     table.add_column("property")
     table.add_column("metric")
@@ -130,16 +105,16 @@ def sample(run: Path = typer.Argument(..., help="run directory"),
            dataset: list[str] = typer.Option([], help="another data set to fine-tune on (transfer)"),
            data_root: Path | None = typer.Option(None, help="data folder for the data sets"),
            seed: int = typer.Option(0, help="seed of the draws"),
-           device: str = typer.Option("cpu", help="cpu, cuda or auto")):
+           device: str = typer.Option("cpu", help=DEVICE_HELP)):
     """Draw unseen models from the latent space, decode them and judge them against B_T and B_F."""
-    from hyperrep.sample import SampleConfig, sample as run_sample
-    from modelzoo.generate import resolve_device
+    from hyperrep.sample import SampleConfig
+    from hyperrep.sample import sample as run_sample
 
     try:
         bw: float | str = float(bandwidth)
     except ValueError:
         bw = bandwidth
-    cfg = SampleConfig(n=n, samplers=tuple(sampler), quantile=quantile, bandwidth=bw, joint=joint,
+    cfg = SampleConfig.of(n=n, samplers=tuple(sampler), quantile=quantile, bandwidth=bw, joint=joint,
                        finetune_epochs=finetune_epochs, keep_best=keep_best, datasets=dataset,
                        seed=seed)
     device = resolve_device(device)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import progress_bar, user_errors
+from cli.common import DEVICE_HELP, check_choice, progress_bar, resolve_device, user_errors
 from modelzoo.errors import ZooError
 
 app = typer.Typer(help="Generate, inspect and validate model zoos.", no_args_is_help=True,
@@ -22,7 +22,7 @@ def generate(
     spec: Path = typer.Argument(..., help="zoo spec (YAML)"),
     out: Path = typer.Option(..., "--out", help="archive directory to write"),
     data_root: Path | None = typer.Option(None, help="data folder (overrides dataset.root)"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="require an existing partial archive"),
     population_size: int | None = typer.Option(
         None, min=1, help="models trained together (1 = one at a time); default: fits memory"),
@@ -33,15 +33,12 @@ def generate(
     workers: int | None = typer.Option(None, min=1, help="CPUs of a locally started Ray instance"),
 ):
     """Train every model of SPEC and store every epoch's state and metrics in OUT."""
-    from modelzoo.errors import ZooError
-    from modelzoo.export import export_safetensors
-    from modelzoo.generate import generate as run, resolve_device
+    from modelzoo.archive.export import export_safetensors
+    from modelzoo.generate import generate as run
     from modelzoo.specs import load_spec
 
-    if fmt not in ("hdf5", "safetensors"):
-        raise ZooError(f"--format {fmt}: use hdf5 or safetensors")
-    if backend not in ("local", "ray"):
-        raise ZooError(f"--backend {backend}: use local or ray")
+    check_choice("--format", fmt, ("hdf5", "safetensors"))
+    check_choice("--backend", backend, ("local", "ray"))
     if resume and not (out / "manifest.json").exists():
         raise ZooError(f"--resume: {out} holds no partial archive to resume")
     zoo_spec = load_spec(spec)
@@ -65,9 +62,10 @@ def generate(
 
 
 def _summary(root: Path) -> dict:
-    from modelzoo import open_zoo
+    from modelzoo.archive import ArchiveReader
 
-    zoo = open_zoo(root)
+    zoo = ArchiveReader(root)
+    manifest = zoo.manifest
     table = zoo.metadata
     metric = f"test_{zoo.primary_metric}"
     per_epoch = []
@@ -79,10 +77,12 @@ def _summary(root: Path) -> dict:
     factors = {f: {str(k): int(v) for k, v in
                    table[table.epoch == zoo.epochs[0]][f].value_counts(sort=False).items()}
                for f in zoo.factor_names}
+    zoo.close()
     return {"name": zoo.name, "complete": zoo.complete, "models": len(zoo),
-            "planned_models": len(zoo.manifest["models"]), "states": len(zoo.epochs),
+            "planned_models": manifest.n_models, "states": len(zoo.epochs),
             "epochs": zoo.epochs, "params": zoo.n_params,
-            "architecture": zoo.manifest["architecture"], "dataset": zoo.spec.dataset.name,
+            "architecture": {"name": manifest.architecture, "kwargs": manifest.architecture_kwargs},
+            "dataset": manifest.dataset,
             "task": zoo.task, "metric": metric, f"{metric}_per_epoch": per_epoch,
             "factors": factors}
 
@@ -121,23 +121,23 @@ def info(root: Path = typer.Argument(..., help="archive directory"),
 @user_errors
 def validate(root: Path = typer.Argument(..., help="archive directory")):
     """Check checksums, shapes and NaNs; exit 1 naming the first broken item."""
-    from modelzoo.archive import read_manifest, validate_archive
+    from modelzoo.archive import Manifest, validate_archive
 
     problems = validate_archive(root)
     if problems:
         for problem in problems:
             print(f"invalid: {problem}")
         raise typer.Exit(1)
-    manifest = read_manifest(root)
-    print(f"ok: {root}: {len(manifest['shards'])} shards, {len(manifest['models'])} models x "
-          f"{len(manifest['epochs'])} states, checksums match")
+    manifest = Manifest.read(root)
+    print(f"ok: {root}: {len(manifest.shards)} shards, {manifest.n_models} models x "
+          f"{len(manifest.epochs)} states, checksums match")
 
 
 @app.command()
 @user_errors
 def export(root: Path = typer.Argument(..., help="archive directory")):
     """Write one safetensors file per model (config in its metadata) under ROOT/safetensors."""
-    from modelzoo.export import export_safetensors
+    from modelzoo.archive.export import export_safetensors
 
     files = export_safetensors(root)
     print(f"exported {len(files)} safetensors files to {root / 'safetensors'}")
@@ -164,11 +164,11 @@ def download(repo_id: str = typer.Argument(..., help="dataset repo on the Hub"),
              include: list[str] = typer.Option(
                  [], help="only files matching this pattern (repeatable), e.g. 'shards/shard-00000.h5'")):
     """Download a zoo through the Hub cache (resumable, offline with HF_HUB_OFFLINE=1), verified."""
+    from modelzoo.archive import ArchiveReader
     from modelzoo.hub import download_zoo
-    from modelzoo.zoo import open_zoo
 
     download_zoo(repo_id, out, revision, include or None)
-    with open_zoo(out) as zoo:
+    with ArchiveReader(out) as zoo:
         state = "complete" if zoo.complete else "partial (--include)"
         print(f"downloaded {repo_id} to {out}: {len(zoo)} models x {len(zoo.epochs)} states, "
               f"{state}, checksums match")
@@ -177,34 +177,38 @@ def download(repo_id: str = typer.Argument(..., help="dataset repo on the Hub"),
 @app.command()
 @user_errors
 def sparsify(root: Path = typer.Argument(..., help="archive directory"),
-             method: str = typer.Option("magnitude", help="magnitude"),
+             method: str = typer.Option(
+                 "magnitude", help="magnitude, structured (whole channels) or variational-dropout"),
              ratios: str = typer.Option("0.5,0.7,0.9", help="fractions of prunable weights to zero"),
              scope: str = typer.Option("global", help="global (all layers) or layer (each tensor)"),
              finetune_epochs: int = typer.Option(1, help="fine-tuning epochs of each twin"),
              from_epoch: int | None = typer.Option(None, help="state to prune (default: last)"),
-             device: str = typer.Option("cpu", help="cpu, cuda or auto"),
-             population_size: int | None = typer.Option(None, help="models trained together")):
+             device: str = typer.Option("cpu", help=DEVICE_HELP),
+             population_size: int | None = typer.Option(
+                 None, min=1, help="models trained together (1 = one at a time); default: fits memory")):
     """Add sparsified twins of every model (pruned, fine-tuned with the mask held) to the zoo."""
-    from modelzoo.generate import resolve_device
+    from modelzoo.archive import ArchiveReader
+    from modelzoo.sparsify import METHODS, SCOPES
     from modelzoo.sparsify import sparsify as run_sparsify
-    from modelzoo.zoo import open_zoo
 
+    check_choice("--method", method, METHODS)
+    check_choice("--scope", scope, SCOPES)
     try:
         values = [float(r) for r in ratios.split(",") if r.strip()]
     except ValueError:
         raise ZooError(f"--ratios {ratios}: a comma-separated list of numbers") from None
-    with open_zoo(root) as zoo:
+    with ArchiveReader(root) as zoo:
         total = len(zoo) * len(values)
     with progress_bar("models") as bar:
         task = bar.add_task("sparsifying", total=total)
         names = run_sparsify(root, method, values, scope, finetune_epochs, from_epoch,
                              resolve_device(device), population_size,
                              on_shard=lambda name, n: bar.update(task, description=name, advance=n))
-    with open_zoo(root) as zoo:
+    with ArchiveReader(root) as zoo:
         table = zoo.metadata
-        dense = table[table["epoch"] == zoo.twin(names[0]).entry["from_epoch"]]["test_acc"].to_numpy()
-        print(f"dense test accuracy (epoch {zoo.twin(names[0]).entry['from_epoch']}): "
-              f"{dense.mean():.4f}")
+        from_epoch = zoo.twin(names[0]).from_epoch
+        dense = table[table["epoch"] == from_epoch]["test_acc"].to_numpy()
+        print(f"dense test accuracy (epoch {from_epoch}): {dense.mean():.4f}")
         print("| twins | sparsity | test acc pruned | test acc fine-tuned | corr. with dense |")
         print("|---|---|---|---|---|")
         for name in names:
@@ -224,13 +228,14 @@ def import_(path: Path = typer.Argument(..., help="the published zoo's folder"),
                 None, help="the zoo's data set, when the folder does not say (e.g. mnist)"),
             name: str | None = typer.Option(None, help="zoo name (default: the folder's name)")):
     """Convert a published zoo (Model Zoos Ray Tune folders, or Unterthiner et al.'s matrices)."""
-    from modelzoo.importers import import_zoo
-    from modelzoo.zoo import open_zoo
+    from modelzoo.archive import ArchiveReader
+    from modelzoo.importers import FORMATS, import_zoo
 
+    check_choice("--format", format, FORMATS)
     import_zoo(path, format, out, dataset, name)
-    with open_zoo(out) as zoo:
-        source = zoo.manifest["source"]
-        print(f"imported {len(zoo)} models x {len(zoo.epochs)} states ({zoo.manifest['architecture']['name']}, "
+    with ArchiveReader(out) as zoo:
+        source = zoo.manifest.source
+        print(f"imported {len(zoo)} models x {len(zoo.epochs)} states ({zoo.manifest.architecture}, "
               f"{zoo.n_params:,} parameters) into {out}")
         if source["unmapped"]:
             print(f"kept as factors only (not valid training settings here): {', '.join(source['unmapped'])}")

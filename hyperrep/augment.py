@@ -11,8 +11,8 @@ channels of each stage's residual stream, with BatchNorm parameters and statisti
 
 import torch
 
+from modelzoo.archive.layout import Layout
 from modelzoo.errors import ZooError
-from modelzoo.layout import Layout
 
 # (producer module, consumer module, input columns per producer unit)
 PERMUTATION_LINKS: dict[str, list[tuple[str, str, int]]] = {

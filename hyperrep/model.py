@@ -11,10 +11,16 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from hyperrep.config import TrainConfig
+from hyperrep.tokenise import TokenMap
+from modelzoo.errors import ZooError
+
+MAX_DECODER_INPUT = 300_000_000  # parameters of the latent -> all-tokens projection we allow
+
 
 @dataclass
 class ModelConfig:
-    """Sizes of the autoencoder; the defaults users set live in ``hyperrep.train.TrainConfig``."""
+    """Sizes of the autoencoder; the defaults users set live in ``hyperrep.config.TrainConfig``."""
 
     n_tokens: int
     token_size: int
@@ -41,9 +47,8 @@ class Positions(nn.Module):
     """Sum of learned embeddings of (token index, layer index, index within layer).
 
     Initialised small (std 0.02): at the default std 1 the three position vectors outweigh a
-    token's embedded weights about threefold, and the pre-norm blocks then see mostly positions.
-    On the digits Hyp zoo (2 seeds, 16 views) this raised the test-accuracy probe 0.79 -> 0.84 and
-    lr 0.16 -> 0.27 but lowered epoch 0.38 -> 0.25 (BENCHMARKS.md).
+    token's embedded weights about threefold, and the pre-norm blocks then see mostly positions
+    (the effect on the probes: BENCHMARKS.md, hyper-representations).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -100,3 +105,21 @@ class HyperRepresentation(nn.Module):
         """(latent [B, L], reconstruction [B, T, S], projection [B, proj_dim])."""
         latent = self.encode(tokens, positions)
         return latent, self.decode(latent, positions), self.head(latent)
+
+
+def build_autoencoder(cfg: TrainConfig, tokens: TokenMap) -> HyperRepresentation:
+    """The untrained autoencoder of a run for a zoo with this token map."""
+    window = 0 if cfg.window is None or cfg.window >= tokens.n_tokens else cfg.window
+    size = (window or tokens.n_tokens) * cfg.d_model * cfg.latent
+    if size > MAX_DECODER_INPUT:
+        raise ZooError(f"this zoo's models have {tokens.n_tokens:,} tokens: the decoder's latent -> "
+                       f"tokens projection would hold {size:,} parameters (latent {cfg.latent} x "
+                       f"d_model {cfg.d_model} x tokens); set window (tokens per window, e.g. "
+                       f"256) or lower latent / d_model")
+    model_cfg = ModelConfig(n_tokens=tokens.n_tokens, token_size=tokens.token_size,
+                            n_layers=len(tokens.layer_names),
+                            max_within=int(tokens.positions[:, 2].max()) + 1,
+                            d_model=cfg.d_model, heads=cfg.heads,
+                            encoder_blocks=cfg.encoder_blocks, decoder_blocks=cfg.decoder_blocks,
+                            latent=cfg.latent, proj_dim=cfg.proj_dim, window=window)
+    return HyperRepresentation(model_cfg)

@@ -8,6 +8,7 @@ validation, accuracy on test. S(W) + gradient-boosted trees is the strong non-li
 """
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy.linalg import LinAlgWarning
@@ -17,7 +18,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
-from modelzoo.layout import Layout
+from hyperrep.run import embed_samples
+from modelzoo.archive import Layout
+from modelzoo.errors import ZooError
 
 ALPHAS = [10.0 ** k for k in range(3, -6, -1)]
 STAT_QUANTILES = (1, 25, 50, 75, 99)
@@ -155,3 +158,30 @@ def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict) -> li
         plt.close(fig)
         written.append(path)
     return written
+
+
+def probe_table(run: Path, zoo_path: Path, plot: Path | None = None, views: int | None = None,
+                device: str = "cpu") -> dict:
+    """Every probe of a run on a zoo: {property: {metric, W, S(W), S(W)+GBT, embedding}}; the run's
+    own model split when ``zoo_path`` is the run's zoo, else the zoo's own split. ``plot``: folder
+    for the probe plots."""
+    embedding, data, config = embed_samples(run, zoo_path, device, views=views)
+    with data.zoo as zoo:
+        flat = data.flat.numpy()
+        table = zoo.metadata.set_index(["model", "epoch"], drop=False)
+        table = table.loc[list(zip(data.models.tolist(), data.sample_epochs.tolist()))]
+        splits = {k: np.nonzero(np.isin(data.models, v))[0] for k, v in config["splits"].items()}
+        if any(len(v) == 0 for v in splits.values()):
+            # another zoo than the run's: split its own models
+            splits = {k: np.nonzero(np.isin(data.models, v))[0]
+                      for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+        if any(len(v) == 0 for v in splits.values()):
+            raise ZooError(f"{zoo_path}: too few models to probe ({len(zoo)}): every split "
+                           f"(train / val / test) needs at least one")
+        features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout), "embedding": embedding}
+        factor_names, primary = zoo.factor_names, zoo.primary_metric
+    targets = probe_targets(table, factor_names, primary)
+    results = run_probes(features, targets, splits)
+    if plot is not None:
+        plot_probes(plot, embedding, targets, splits)
+    return results

@@ -15,33 +15,32 @@ Samplers (``SAMPLERS``), fitted on the training-split embeddings:
 - ``kde``: Gaussian KDE on all training states;
 - ``uniform``: uniform in the bounding box of all training embeddings (the floor).
 KDE is fitted jointly on the latent vectors (default) or per latent dimension (as published in 2022,
-bandwidth 0.002); draws are clipped to the tanh box. On the digits Seed zoo per-dimension draws decode
-to near-chance models (the latent dimensions are not independent), joint draws to models at 92 % of
-the anchors' accuracy (bandwidth 0.2; BENCHMARKS.md). The report gives each method's distance to the
-nearest training state, so near-copies of training models show as such.
+bandwidth 0.002); draws are clipped to the tanh box. Per-dimension draws ignore that latent
+dimensions are not independent (how each sampler fares: BENCHMARKS.md, sampling). The report gives
+each method's distance to the nearest training state, so near-copies of training models show as such.
 """
 
 import json
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 from sklearn.neighbors import KernelDensity
 from torch import nn
 
+from hyperrep.data import ZooTokens
+from hyperrep.run import encode_normalised, open_run_tokens
 from hyperrep.tokenise import detokenise
-from hyperrep.train import ZooTokens, encode_normalised, open_run_tokens
-from modelzoo.archive import ArchiveWriter, shard_ranges
+from modelzoo.archive import ArchiveWriter, Manifest, ModelRun, atomic_directory
+from modelzoo.archive.export import export_safetensors
 from modelzoo.data import DataSplits, create_dataset
 from modelzoo.errors import ZooError
-from modelzoo.generate import load_data, train_configs
-from modelzoo.specs import TrainingConfig
-from modelzoo.training import ModelRun, build_model
+from modelzoo.specs import TrainingConfig, validated
+from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.zoo import Zoo, open_zoo
 
 SAMPLERS = ("kde-anchor", "kde", "uniform")
@@ -49,34 +48,29 @@ BASELINES = ("B_T", "B_F")
 SEED_OFFSET = 1_000_000  # fine-tuning seeds (data order) start here, away from zoo seeds
 
 
-@dataclass
-class SampleConfig:
-    """What ``hyperrep sample`` draws and how the draws are judged."""
+class SampleConfig(BaseModel):
+    """What ``hyperrep sample`` draws and how the draws are judged (``SampleConfig.of`` validates)."""
 
-    n: int = 10  # models kept per sampler (and per baseline)
-    samplers: tuple[str, ...] = SAMPLERS
-    quantile: float = 0.7  # anchors: training states with test accuracy >= this quantile
-    bandwidth: float | str = 0.2  # KDE bandwidth on the latents, or "scott" / "silverman"
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(10, ge=1)  # models kept per sampler (and per baseline)
+    samplers: tuple[Literal["kde-anchor", "kde", "uniform"], ...] = SAMPLERS
+    quantile: float = Field(0.7, ge=0, lt=1)  # anchors: training states with test accuracy >= this quantile
+    bandwidth: PositiveFloat | Literal["scott", "silverman"] = 0.2  # KDE bandwidth on the latents
     joint: bool = True  # KDE over the whole latent vector (False: per dimension, as in 2022)
-    finetune_epochs: int = 0
-    keep_best: int | None = None  # keep the best k of the n draws (zero-shot validation accuracy)
-    datasets: list[str] = field(default_factory=list)  # extra data sets for transfer
+    finetune_epochs: int = Field(0, ge=0)
+    keep_best: int | None = Field(None, ge=1)  # keep the best k of the n draws (zero-shot val acc)
+    datasets: list[str] = []  # extra data sets for transfer
     seed: int = 0
 
-    def __post_init__(self):
-        bad = [s for s in self.samplers if s not in SAMPLERS]
-        if bad:
-            raise ZooError(f"--sampler {bad[0]}: choose from {', '.join(SAMPLERS)}")
-        if not 0 <= self.quantile < 1:
-            raise ZooError(f"--quantile {self.quantile}: must be in [0, 1)")
-        if self.n < 1 or self.finetune_epochs < 0:
-            raise ZooError("--n must be >= 1 and --finetune-epochs >= 0")
-        if self.keep_best is not None and not 1 <= self.keep_best <= self.n:
-            raise ZooError(f"--keep-best {self.keep_best}: must be between 1 and --n ({self.n})")
-        if isinstance(self.bandwidth, str) and self.bandwidth not in ("scott", "silverman"):
-            raise ZooError(f"--bandwidth {self.bandwidth}: a positive number, scott or silverman")
-        if not isinstance(self.bandwidth, str) and not self.bandwidth > 0:
-            raise ZooError(f"--bandwidth {self.bandwidth}: must be positive")
+    @model_validator(mode="after")
+    def _keep_best(self):
+        if self.keep_best is not None and self.keep_best > self.n:
+            raise ValueError(f"keep_best {self.keep_best} must be between 1 and n ({self.n})")
+        return self
+
+    @classmethod
+    def of(cls, **values) -> "SampleConfig":
+        return validated(cls, values, "hyperrep sample")
 
 
 # -- samplers ------------------------------------------------------------------------------------
@@ -137,8 +131,7 @@ def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, batch: int = 256
 
 def recalibrated(zoo: Zoo, config: TrainingConfig, flat: np.ndarray, images: torch.Tensor) -> np.ndarray:
     """Flat states [n, P] with BatchNorm statistics recalibrated (unchanged without BatchNorm)."""
-    arch = zoo.manifest["architecture"]
-    net = build_model(arch["name"], arch["kwargs"], config)
+    net = build_model(zoo.manifest.architecture, zoo.manifest.architecture_kwargs, config)
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         return flat
     out = flat.copy()
@@ -174,7 +167,7 @@ def nearest_distance(data: ZooTokens, flat: np.ndarray, train_states: torch.Tens
 def base_config(zoo: Zoo, models: np.ndarray) -> TrainingConfig:
     """The most common training config (seed aside) among ``models``: what samples are loaded
     into and fine-tuned with."""
-    counts = Counter(json.dumps({k: v for k, v in zoo.manifest["models"][int(m)]["config"].items()
+    counts = Counter(json.dumps({k: v for k, v in zoo.manifest.model_config(int(m)).items()
                                  if k != "seed"}, sort_keys=True) for m in models)
     return TrainingConfig.model_validate(json.loads(counts.most_common(1)[0][0]))
 
@@ -205,8 +198,6 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
 
     Everything is written under a hidden sibling folder and renamed into ``out`` at the end.
     """
-    from modelzoo.export import export_safetensors
-
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} exists and is not empty; choose a new --out")
@@ -221,8 +212,7 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         data.zoo.close()
         raise ZooError(f"{run} encodes windows of {model.cfg.window} tokens: sampling needs a run "
                        f"that decodes whole models (train it without window)")
-    partial = out.parent / f".{out.name}.partial"
-    with data.zoo as zoo:
+    with data.zoo as zoo, atomic_directory(out) as partial:
         spec = zoo.spec
         own = load_data(spec, data_root)
         data_sets = {spec.dataset.name: own}
@@ -284,15 +274,11 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
                         for s, per_method in accuracies.items()},
         }
         say("writing the archive")
-        shutil.rmtree(partial, ignore_errors=True)
         _write_archive(partial, zoo, base, seeds, cfg, sample_runs, report)
-    export_safetensors(partial)
-    (partial / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (partial / "report.md").write_text(report_table(report) + "\n")
-    plot_report(report, partial / "report.png")
-    if out.exists():
-        out.rmdir()
-    os.replace(partial, out)
+        export_safetensors(partial)
+        (partial / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (partial / "report.md").write_text(report_table(report) + "\n")
+        plot_report(report, partial / "report.png")
     return report
 
 
@@ -315,26 +301,19 @@ def _best_on_val(spec, base: TrainingConfig, flat: np.ndarray, data: DataSplits,
 
 def _write_archive(root: Path, zoo: Zoo, base: TrainingConfig, seeds: list[int],
                    cfg: SampleConfig, runs: list[ModelRun], report: dict) -> None:
-    models, index = [], 0
-    for sampler in cfg.samplers:
-        for s in seeds:
-            config = base.model_copy(update={"epochs": cfg.finetune_epochs, "save_epochs": None,
-                                             "seed": s})
-            models.append({"index": index, "config": config.model_dump(mode="json"),
-                           "factors": {"sampler": sampler}})
-            index += 1
-    fingerprint = json.dumps([zoo.manifest["fingerprint"], report["run"], report["samplers"],
+    models = [(base.model_copy(update={"epochs": cfg.finetune_epochs, "save_epochs": None,
+                                       "seed": s}).model_dump(mode="json"), {"sampler": sampler})
+              for sampler in cfg.samplers for s in seeds]
+    fingerprint = json.dumps([zoo.manifest.fingerprint, report["run"], report["samplers"],
                               report["n"], report["bandwidth"], report["seed"]])
-    writer = ArchiveWriter.create(root, {
-        "name": f"{zoo.name}-samples", "fingerprint": fingerprint, "spec": zoo.manifest["spec"],
-        "architecture": zoo.manifest["architecture"], "n_params": zoo.n_params,
-        "layout": zoo.manifest["layout"], "epochs": list(range(cfg.finetune_epochs + 1)),
-        "factors": ["sampler"], "models": models, "shard_size": 100,
-        "source": {"kind": "hyperrep-samples", "zoo": zoo.name, "run": report["run"],
-                   "epochs": "fine-tuning epochs (0 = decoded, zero-shot)"}})
-    for start, stop in shard_ranges(len(models), 100):
-        writer.write_shard(start, stop, runs[start:stop])
-    writer.finalize()
+    writer = ArchiveWriter.create(root, Manifest.new(
+        name=f"{zoo.name}-samples", fingerprint=fingerprint, spec=zoo.manifest.spec,
+        architecture=zoo.manifest.architecture,
+        architecture_kwargs=zoo.manifest.architecture_kwargs, layout=zoo.layout,
+        epochs=list(range(cfg.finetune_epochs + 1)), factors=["sampler"], models=models,
+        source={"kind": "hyperrep-samples", "zoo": zoo.name, "run": report["run"],
+                "epochs": "fine-tuning epochs (0 = decoded, zero-shot)"}))
+    writer.write_all(runs)
 
 
 # -- reporting -----------------------------------------------------------------------------------

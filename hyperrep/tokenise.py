@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from modelzoo.layout import Layout
+from modelzoo.archive.layout import Layout
 
 
 @dataclass

@@ -12,11 +12,11 @@ driver resumes with ``zoo generate --resume``. Shards hold the same bytes as the
 
 from collections.abc import Iterator
 
-from modelzoo.archive import ArchiveWriter
+from modelzoo.archive import ArchiveWriter, ModelRun
 from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
 from modelzoo.specs import ZooSpec, parse_spec
-from modelzoo.training import ModelRun
+from modelzoo.train import train_configs
 
 TASK_RETRIES = 3
 
@@ -25,8 +25,6 @@ def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device
                 population_size: int | None, threads: int) -> list[ModelRun]:
     """The work of one shard, run inside a Ray worker with ``threads`` intra-op threads."""
     import torch
-
-    from modelzoo.generate import train_configs
 
     torch.set_num_threads(threads)
     spec = parse_spec(spec_json)

@@ -3,25 +3,14 @@
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from modelzoo.archive import ArchiveWriter
-from modelzoo.data import DataSplits, create_dataset
+from modelzoo.archive import DEFAULT_SHARD_SIZE, ArchiveWriter, Layout, Manifest, ModelRun
+from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
-from modelzoo.layout import Layout
-from modelzoo.population import auto_population_size, can_vectorise, train_population_groups
 from modelzoo.specs import TrainingConfig, ZooSpec
-from modelzoo.training import ModelRun, build_model, train_model
-
-DEFAULT_SHARD_SIZE = 100
-
-
-def load_data(spec: ZooSpec, data_root: str | Path | None = None) -> DataSplits:
-    """The spec's data set; ``data_root`` overrides ``dataset.root``."""
-    options = spec.dataset.model_dump()
-    name, root = options.pop("name"), options.pop("root")
-    return create_dataset(name, root=data_root or root, **options)
+from modelzoo.train import build_model, load_data, train_configs
+from modelzoo.train.population import auto_population_size, can_vectorise
 
 
 def spec_layout(spec: ZooSpec) -> Layout:
@@ -29,32 +18,17 @@ def spec_layout(spec: ZooSpec) -> Layout:
                                  spec.configs()[0]))
 
 
-def train_configs(spec: ZooSpec, configs: list[TrainingConfig], data: DataSplits,
-                  device: str = "cpu", population_size: int | None = None,
-                  initial: np.ndarray | None = None,
-                  masks: np.ndarray | None = None, first: int = 0) -> list[ModelRun]:
-    """Train a list of configs: as vectorised populations, or one at a time if size is 1.
-
-    ``initial``: optional flat starting states [len(configs), params] (fine-tuning);
-    ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning);
-    ``first``: the zoo index of ``configs[0]`` (a task zoo's model i may start from model i of a
-    pre-trained zoo).
-    """
-    arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
-    if spec.task.name != "classification":  # remote-sensing objectives: one model at a time
-        if initial is not None or masks is not None:
-            raise ZooError(f"task {spec.task.name!r} zoos cannot be fine-tuned from given states")
-        from modelzoo.remote_sensing.tasks import train_task_model
-
-        return [train_task_model(arch, kwargs, c, data, spec.task, device, first + i)
-                for i, c in enumerate(configs)]
-    if population_size == 1 or not can_vectorise(arch, kwargs, configs):
-        return [train_model(arch, kwargs, c, data, device,
-                            None if initial is None else initial[i],
-                            None if masks is None else masks[i])
-                for i, c in enumerate(configs)]
-    return train_population_groups(arch, kwargs, configs, data, device, population_size, initial,
-                                   masks)
+def zoo_manifest(spec: ZooSpec, shard_size: int) -> Manifest:
+    """The manifest of a new archive of ``spec``'s zoo."""
+    factors = spec.factor_values()
+    return Manifest.new(
+        name=spec.name, fingerprint=spec.fingerprint(), spec=spec.model_dump(mode="json"),
+        architecture=spec.architecture.name, architecture_kwargs=spec.architecture.kwargs(),
+        layout=spec_layout(spec), epochs=spec.training.stored_epochs(), factors=list(factors),
+        models=[(c.model_dump(mode="json"), {k: getattr(c, k) for k in factors})
+                for c in spec.configs()],
+        shard_size=shard_size, metrics=spec.task.metric_names(), task=spec.task.name,
+        primary_metric=spec.task.primary_metric)
 
 
 def population_span(spec: ZooSpec, data: DataSplits, device: str,
@@ -107,7 +81,7 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
     data = load_data(spec, data_root)
     if spec.task.pretrained and not (Path(spec.task.pretrained) / "manifest.json").is_file():
         raise ZooError(f"task.pretrained: {spec.task.pretrained} is not a zoo archive")
-    writer = ArchiveWriter.open(out, spec, spec_layout(spec), shard_size or DEFAULT_SHARD_SIZE)
+    writer = ArchiveWriter.open(out, zoo_manifest(spec, shard_size or DEFAULT_SHARD_SIZE))
     configs = spec.configs()
     total = writer.n_models
     done = total - sum(stop - start for start, stop in writer.pending())
@@ -126,14 +100,3 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
             on_shard(done, total)
     writer.finalize()
     return out
-
-
-def resolve_device(device: str) -> str:
-    """Validate a --device value ('cpu', 'cuda', 'cuda:N', 'auto')."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ZooError(f"--device {device}: no CUDA device is available on this machine")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ZooError(f"--device {device}: use cpu, cuda, cuda:N or auto")
-    return device

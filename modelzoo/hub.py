@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from modelzoo.archive import MANIFEST, read_manifest, sha256_file, validate_archive, write_atomic
+from modelzoo.archive import (
+    ArchiveReader,
+    Manifest,
+    atomic_directory,
+    sha256_file,
+    validate_archive,
+)
+from modelzoo.archive.manifest import MANIFEST
 from modelzoo.errors import ZooError
 
 ALWAYS = ("manifest.json", "metadata.csv", "README.md")
@@ -55,8 +62,8 @@ def upload_zoo(root: Path, repo_id: str, private: bool = False, revision: str | 
     problems = validate_archive(root)
     if problems:
         raise ZooError(f"{root}: not uploading an invalid archive ({problems[0]})")
-    manifest = read_manifest(root)
-    if not manifest.get("complete"):
+    manifest = Manifest.read(root)
+    if not manifest.complete:
         raise ZooError(f"{root}: the archive is incomplete; finish it (zoo generate --resume) first")
     files = archive_files(root)
     operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(root / f)) for f in files]
@@ -69,8 +76,8 @@ def upload_zoo(root: Path, repo_id: str, private: bool = False, revision: str | 
         if revision is not None:
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
         info = api.create_commit(repo_id, operations, repo_type="dataset", revision=revision,
-                                 commit_message=f"Upload zoo {manifest['name']} "
-                                                f"({len(manifest['models'])} models)")
+                                 commit_message=f"Upload zoo {manifest.name} "
+                                                f"({manifest.n_models} models)")
     except _hub_errors() as exc:
         raise _explain(exc) from None
     return info.commit_url
@@ -78,10 +85,7 @@ def upload_zoo(root: Path, repo_id: str, private: bool = False, revision: str | 
 
 def archive_files(root: Path) -> list[str]:
     """The archive's files (POSIX paths relative to ``root``) that make up the zoo."""
-    manifest = read_manifest(root)
-    files = [MANIFEST] + [s["file"] for s in manifest["shards"]]
-    files += [e["file"] for e in manifest.get("exports", [])]
-    files += [s["file"] for t in manifest.get("twins", {}).values() for s in t["shards"]]
+    files = [MANIFEST] + [item["file"] for item in Manifest.read(root).files()]
     if (root / "metadata.csv").is_file():
         files.append("metadata.csv")
     return files
@@ -104,17 +108,9 @@ def download_zoo(repo_id: str, out: Path, revision: str | None = None,
         raise _explain(exc) from None
     if not (snapshot / MANIFEST).is_file():
         raise ZooError(f"{repo_id}: no {MANIFEST} in the repository; is it a zoo?")
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_directory(out) as partial:
         _materialise(snapshot, partial)
         _verify(partial, repo_id, revision, include)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rmdir()
-    os.replace(partial, out)
     return out
 
 
@@ -133,9 +129,8 @@ def _materialise(snapshot: Path, target: Path) -> None:
 
 
 def _verify(root: Path, repo_id: str, revision: str | None, include: list[str] | None) -> None:
-    manifest = read_manifest(root)
-    twins = [s for t in manifest.get("twins", {}).values() for s in t["shards"]]
-    listed = manifest["shards"] + manifest.get("exports", []) + twins
+    manifest = Manifest.read(root)
+    listed = manifest.files()
     present = [item for item in listed if (root / item["file"]).is_file()]
     for item in present:
         if sha256_file(root / item["file"]) != item["sha256"]:
@@ -145,15 +140,9 @@ def _verify(root: Path, repo_id: str, revision: str | None, include: list[str] |
         if not include:
             missing = next(i["file"] for i in listed if i not in present)
             raise ZooError(f"{repo_id}: {missing} is listed in the manifest but not in the repo")
-        manifest["shards"] = [s for s in manifest["shards"] if s in present]
-        manifest["exports"] = [e for e in manifest.get("exports", []) if e in present]
-        for twin in manifest.get("twins", {}).values():
-            twin["shards"] = [s for s in twin["shards"] if s in present]
-        manifest["complete"] = False
-        manifest["partial_download"] = {"repo_id": repo_id, "revision": revision,
-                                        "include": include}
+        manifest.keep_only(present, {"repo_id": repo_id, "revision": revision, "include": include})
         (root / "metadata.csv").unlink(missing_ok=True)  # describes models this copy lacks
-        write_atomic(root / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        manifest.save(root)
     problems = validate_archive(root)
     if problems:
         raise ZooError(f"{repo_id}: downloaded archive is invalid ({problems[0]})")
@@ -162,30 +151,28 @@ def _verify(root: Path, repo_id: str, revision: str | None, include: list[str] |
 # -- the dataset card ----------------------------------------------------------------------------
 def dataset_card(root: Path) -> str:
     """README.md for the zoo's Hub repository: YAML header + what the zoo holds and how to read it."""
-    from modelzoo.zoo import open_zoo
-
-    with open_zoo(root) as zoo:
+    with ArchiveReader(root) as zoo:
         manifest = zoo.manifest
         table = zoo.metadata
         n_states = len(zoo) * len(zoo.epochs)
         last = table[table["epoch"] == zoo.epochs[-1]]
-        spec = manifest["spec"]
         factors = {f: sorted({json.dumps(v) for v in table[f]}) for f in zoo.factor_names}
-        dataset = spec["dataset"]["name"]
-        arch = manifest["architecture"]
+        dataset = manifest.dataset
         size = _size_category(len(zoo))
-        header = ["---", f"pretty_name: {json.dumps(manifest['name'])}", "tags:",
-                  "- model-zoo", "- weight-space-learning", f"- {arch['name']}", f"- {dataset}",
+        header = ["---", f"pretty_name: {json.dumps(manifest.name)}", "tags:",
+                  "- model-zoo", "- weight-space-learning", f"- {manifest.architecture}",
+                  f"- {dataset}",
                   "size_categories:", f"- {size}", "configs:", "- config_name: default",
                   "  data_files: metadata.csv", "---", ""]
         metric = f"test_{zoo.primary_metric}"
         metric_name = "test accuracy" if metric == "test_acc" else f"`{metric}`"
         body = [
-            f"# {manifest['name']}", "",
-            spec.get("description") or "A model zoo: a population of trained neural networks.", "",
+            f"# {manifest.name}", "",
+            manifest.description or "A model zoo: a population of trained neural networks.", "",
             f"- **Models**: {len(zoo):,} x {len(zoo.epochs)} stored states (epochs {zoo.epochs}) = "
             f"{n_states:,} states",
-            f"- **Architecture**: `{arch['name']}` {json.dumps(arch['kwargs'])}, "
+            f"- **Architecture**: `{manifest.architecture}` "
+            f"{json.dumps(manifest.architecture_kwargs)}, "
             f"{zoo.n_params:,} parameters per state",
             f"- **Data set**: `{dataset}`",
             f"- **Task**: {zoo.task}",
@@ -194,7 +181,7 @@ def dataset_card(root: Path) -> str:
             "- **Factors** (what varies between models):" if factors else "- **Factors**: none",
         ]
         body += [f"  - `{f}`: {', '.join(v)}" for f, v in factors.items()]
-        body += ["", "## Training", "", "```json", json.dumps(spec["training"], indent=1), "```", "",
+        body += ["", "## Training", "", "```json", json.dumps(manifest.training, indent=1), "```", "",
                  "## Files", "",
                  "- `manifest.json`: the zoo's spec, model configs, tensor layout and shard "
                  "checksums;",

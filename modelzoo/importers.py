@@ -25,10 +25,8 @@ manifest's ``source.unmapped`` lists them. Metrics the source did not record are
 import gzip
 import hashlib
 import json
-import os
 import pickle
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +34,19 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
-from modelzoo.architectures import create_model
-from modelzoo.archive import ArchiveWriter, shard_ranges
+from modelzoo.archive import (
+    DEFAULT_SHARD_SIZE,
+    METRICS,
+    ArchiveWriter,
+    Layout,
+    Manifest,
+    ModelRun,
+    atomic_directory,
+)
 from modelzoo.data import DATASETS
 from modelzoo.errors import ZooError
-from modelzoo.layout import Layout
+from modelzoo.models import create_model
 from modelzoo.specs import TrainingConfig, parse_spec
-from modelzoo.training import METRICS, ModelRun
 
 FORMATS = ("modelzoos", "unterthiner")
 
@@ -74,7 +78,7 @@ def import_zoo(path: Path, fmt: str, out: Path, dataset: str | None = None,
         raise ZooError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
     if not path.is_dir():
         raise ZooError(f"{path} is not a folder")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()):  # checked before the (slow) reading, too
         raise ZooError(f"{out} exists and is not empty; choose a new --out")
     if dataset is not None and dataset not in DATASETS:
         raise ZooError(f"--dataset {dataset}: unknown; choose from {', '.join(sorted(DATASETS))}")
@@ -84,16 +88,8 @@ def import_zoo(path: Path, fmt: str, out: Path, dataset: str | None = None,
     zoo.pop("dataset", None)
     if dataset is None:
         raise ZooError(f"{path}: cannot tell the data set; pass --dataset")
-    partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with atomic_directory(out) as partial:
         _write(partial, name or _slug(path.name), fmt, path, dataset, **zoo)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rmdir()
-    os.replace(partial, out)
     return out
 
 
@@ -273,22 +269,16 @@ def _write(root: Path, name: str, fmt: str, source: Path, dataset: str, arch: tu
                       f"imported spec of {source}")
     unrecorded = [k for k in METRICS if any(np.isnan(m[k]).any() for m in metrics)]
     digest = hashlib.sha256(np.ascontiguousarray(states[0]).tobytes()).hexdigest()
-    shard_size = 100
-    writer = ArchiveWriter.create(root, {
-        "name": name, "fingerprint": f"import:{fmt}:{len(models)}:{digest}",
-        "spec": spec.model_dump(mode="json"),
-        "architecture": {"name": arch[0], "kwargs": arch[1]}, "n_params": layout.size,
-        "layout": layout.to_json(), "epochs": epochs, "factors": factor_names,
-        "models": [{"index": i, "config": c.model_dump(mode="json"),
-                    "factors": {k: _plain(m.get(k)) for k in factor_names}}
-                   for i, (c, m) in enumerate(zip(configs, models))],
-        "shard_size": shard_size, "unrecorded_metrics": unrecorded,
-        "source": {"kind": "import", "format": fmt, "path": str(source),
-                   "unmapped": sorted(unmapped), "dropped_epochs": dropped_epochs}})
-    runs = [ModelRun(s.astype(np.float32), m) for s, m in zip(states, metrics)]
-    for start, stop in shard_ranges(len(runs), shard_size):
-        writer.write_shard(start, stop, runs[start:stop])
-    writer.finalize()
+    writer = ArchiveWriter.create(root, Manifest.new(
+        name=name, fingerprint=f"import:{fmt}:{len(models)}:{digest}",
+        spec=spec.model_dump(mode="json"), architecture=arch[0], architecture_kwargs=arch[1],
+        layout=layout, epochs=epochs, factors=factor_names,
+        models=[(c.model_dump(mode="json"), {k: _plain(m.get(k)) for k in factor_names})
+                for c, m in zip(configs, models)],
+        shard_size=DEFAULT_SHARD_SIZE, unrecorded_metrics=unrecorded,
+        source={"kind": "import", "format": fmt, "path": str(source),
+                "unmapped": sorted(unmapped), "dropped_epochs": dropped_epochs}))
+    writer.write_all([ModelRun(s.astype(np.float32), m) for s, m in zip(states, metrics)])
 
 
 def _read_json(path: Path) -> dict:

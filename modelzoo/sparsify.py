@@ -13,36 +13,30 @@ of all with ``--scope global``), stored as zeros in the dense layout. ``--method
 each model for K epochs with sparse variational dropout (``variational_dropout_twin``) and keeps the
 sparsity it reaches (one twin set, no ratios).
 
-Storage (crash-safe like the dense shards): ``twins/<method>-<scope>-<ratio>/shard-NNNNN.h5`` with
-``weights`` float32 [models, K + 1, params] (state 0 = pruned, before fine-tuning), ``masks`` uint8
-[models, ceil(params / 8)] (``np.packbits`` of the keep mask), ``sparsity`` float32 [models]
-(fraction of prunable weights that are zero), ``metrics/<name>`` [models, K + 1] and
-``model_ids``; the manifest's ``twins`` entry lists them with sha256 sums. ``Zoo.twin(name)`` reads
-them. A rerun resumes: finished twin shards are kept.
+Storage: the twin format of ``modelzoo.archive.twins`` (crash-safe like the dense shards), listed
+in the manifest's ``twins``; ``Zoo.twin(name)`` reads a set. A rerun resumes: finished twin shards
+are kept.
 """
 
-import math
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from modelzoo.archive import (PARTIAL, ArchiveWriter, read_manifest, sha256_file, shard_ranges,
-                              validate_archive)
+from modelzoo.archive import Layout, Manifest, ModelRun, shard_ranges, validate_archive
+from modelzoo.archive.twins import prunable, write_twin_shard
 from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
-from modelzoo.layout import Layout
+from modelzoo.models import create_model
 from modelzoo.specs import TrainingConfig
-from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, evaluate, seed_roots,
-                               step_keys, train_subset)
+from modelzoo.train import build_model, load_data, train_configs
+from modelzoo.train.record import RunRecorder
+from modelzoo.train.single import epoch_batches, evaluate, seed_roots, step_keys, train_subset
+from modelzoo.zoo import open_zoo
 
 METHODS = ("magnitude", "structured", "variational-dropout")
 LOG_SIGMA2_INIT, LOG_ALPHA_THRESHOLD = -10.0, 3.0  # Molchanov et al. 2017, as published for twins
@@ -50,15 +44,6 @@ KL_K1, KL_K2, KL_K3 = 0.63576, 1.87320, 1.48695  # their approximation of -KL(q 
 SCOPES = ("global", "layer")
 TWIN_SEED_OFFSET = 2_000_000  # fine-tuning data order seeds, away from the zoo's own seeds
 
-
-def prunable(layout: Layout) -> np.ndarray:
-    """bool [params]: the values pruning may zero (weight tensors with 2+ dims, i.e. conv and
-    linear kernels; not biases, not BatchNorm parameters or statistics)."""
-    out = np.zeros(layout.size, dtype=bool)
-    for e in layout.entries:
-        if e.kind == "param" and len(e.shape) >= 2:
-            out[e.offset:e.offset + e.size] = True
-    return out
 
 
 def magnitude_masks(flat: np.ndarray, layout: Layout, ratio: float, scope: str = "global") -> np.ndarray:
@@ -87,8 +72,6 @@ def structured_masks(flat: np.ndarray, layout: Layout, arch: str, arch_kwargs: d
     incoming weights, bias, BatchNorm affine parameters and its consumers' input columns are zeroed,
     so the masked model computes what torch-pruning's physically smaller model computes."""
     import torch_pruning as tp
-
-    from modelzoo.architectures import create_model
 
     masks = np.ones(np.atleast_2d(flat).shape, dtype=bool)
     for row, values in enumerate(np.atleast_2d(flat)):
@@ -119,11 +102,6 @@ def structured_masks(flat: np.ndarray, layout: Layout, arch: str, arch_kwargs: d
                                      else np.ones(e.size, dtype=bool) for e in layout.entries])
     return masks
 
-
-def sparsity(flat: np.ndarray, layout: Layout) -> np.ndarray:
-    """Fraction [N] of prunable values that are exactly zero."""
-    values = np.atleast_2d(flat)[:, prunable(layout)]
-    return (values == 0).mean(axis=1).astype(np.float32)
 
 
 def neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -164,15 +142,12 @@ def variational_dropout_twin(arch: str, arch_kwargs: dict, config: TrainingConfi
             return {n: p * (log_alpha(n) < LOG_ALPHA_THRESHOLD) if n in log_sigma2 else p
                     for n, p in params.items()}
 
-    states, metrics = [], {m: [] for m in METRICS}
+    recorder = RunRecorder()
 
     def record(state):
         model.load_state_dict(state, strict=False)
-        states.append(layout.flatten(model.state_dict()))
-        for name, split in splits.items():
-            loss, acc = evaluate(model, split)
-            metrics[f"{name}_loss"].append(loss)
-            metrics[f"{name}_acc"].append(acc)
+        recorder.add_splits(layout.flatten(model.state_dict()),
+                            {name: evaluate(model, split) for name, split in splits.items()})
 
     record({n: p.detach() for n, p in params.items()})
     x_train, y_train = splits["train"].x, splits["train"].y
@@ -198,8 +173,7 @@ def variational_dropout_twin(arch: str, arch_kwargs: dict, config: TrainingConfi
             e = next(e for e in layout.entries if e.name == n)
             keep[e.offset:e.offset + e.size] = (log_alpha(n) < LOG_ALPHA_THRESHOLD).cpu() \
                 .reshape(-1).numpy()
-    run = ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32) for m, v in metrics.items()})
-    return run, keep
+    return recorder.run(), keep
 
 
 @dataclass(frozen=True)
@@ -209,6 +183,11 @@ class TwinSpec:
     scope: str
     from_epoch: int
     finetune_epochs: int
+
+    def settings(self) -> dict:
+        """What the manifest records of a twin set (a rerun must ask for the same)."""
+        return {"method": self.method, "ratio": self.ratio, "scope": self.scope,
+                "from_epoch": self.from_epoch, "finetune_epochs": self.finetune_epochs}
 
     @property
     def name(self) -> str:
@@ -222,9 +201,6 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
              population_size: int | None = None,
              on_shard: Callable[[str, int], None] | None = None) -> list[str]:
     """Add (or finish) one twin set per ratio to the archive at ``root``; returns their names."""
-    from modelzoo.generate import load_data, train_configs
-    from modelzoo.zoo import open_zoo
-
     root = Path(root)
     if method not in METHODS:
         raise ZooError(f"--method {method}: choose from {', '.join(METHODS)}")
@@ -249,12 +225,12 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         data = load_data(zoo.spec)
         specs = [TwinSpec(method, float(r), scope, epoch, finetune_epochs) for r in ratios] \
             if method != "variational-dropout" else [TwinSpec(method, None, "global", epoch, finetune_epochs)]
-        manifest = read_manifest(root)
-        shard_size = manifest["shard_size"]
+        manifest = Manifest.read(root)
+        arch, arch_kwargs = manifest.architecture, manifest.architecture_kwargs
         for spec in specs:
-            entry = _twin_entry(manifest, spec)
+            entry = manifest.twin_entry(spec.name, spec.settings())
             done = {tuple(s["models"]) for s in entry["shards"]}
-            for start, stop in shard_ranges(len(zoo), shard_size):
+            for start, stop in shard_ranges(len(zoo), manifest.shard_size):
                 if (start, stop) in done:
                     continue
                 models = list(range(start, stop))
@@ -263,128 +239,21 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
                     "epochs": finetune_epochs, "save_epochs": None,
                     "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
                 if spec.ratio is None:
-                    arch = zoo.manifest["architecture"]
-                    pairs = [variational_dropout_twin(arch["name"], arch["kwargs"], c, data, d,
+                    pairs = [variational_dropout_twin(arch, arch_kwargs, c, data, d,
                                                       finetune_epochs, device)
                              for c, d in zip(configs, dense)]
                     runs, masks = [p[0] for p in pairs], np.stack([p[1] for p in pairs])
                 else:
                     if method == "structured":
-                        arch = zoo.manifest["architecture"]
-                        masks = structured_masks(dense, zoo.layout, arch["name"], arch["kwargs"],
+                        masks = structured_masks(dense, zoo.layout, arch, arch_kwargs,
                                                  data.input_shape, spec.ratio, scope)
                     else:
                         masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
                     runs = train_configs(zoo.spec, configs, data, device, population_size,
                                          initial=dense * masks, masks=masks)
-                _write_twin_shard(root, manifest, entry, start, stop, runs, masks, zoo.layout)
+                write_twin_shard(root, manifest, entry, start, stop, runs, masks)
                 if on_shard is not None:
                     on_shard(spec.name, stop - start)
-            entry["complete"] = True
-            ArchiveWriter(root, manifest).save_manifest()
+            manifest.complete_twins(spec.name)
+            manifest.save(root)
     return [s.name for s in specs]
-
-
-def _twin_entry(manifest: dict, spec: TwinSpec) -> dict:
-    twins = manifest.setdefault("twins", {})
-    settings = {"method": spec.method, "ratio": spec.ratio, "scope": spec.scope,
-                "from_epoch": spec.from_epoch, "finetune_epochs": spec.finetune_epochs}
-    entry = twins.get(spec.name)
-    if entry is not None and {k: entry[k] for k in settings} != settings:
-        raise ZooError(f"twins {spec.name} exist with other settings "
-                       f"({ {k: entry[k] for k in settings} }); remove them from the manifest first")
-    if entry is None:
-        entry = twins[spec.name] = {"name": spec.name, **settings, "shards": [],
-                                    "complete": False}
-    return entry
-
-
-def _write_twin_shard(root: Path, manifest: dict, entry: dict, start: int, stop: int, runs,
-                      masks: np.ndarray, layout: Layout) -> None:
-    name = f"shard-{start // manifest['shard_size']:05d}.h5"
-    folder = f"twins/{entry['name']}"
-    (root / PARTIAL).mkdir(exist_ok=True)
-    tmp = root / PARTIAL / name
-    weights = np.stack([r.states for r in runs]).astype(np.float32)
-    with h5py.File(tmp, "w") as f:
-        chunk = (1, 1, min(layout.size, 1 << 20))
-        f.create_dataset("weights", data=weights, chunks=chunk, track_times=False)
-        f.create_dataset("masks", data=np.packbits(masks, axis=1), track_times=False)
-        f.create_dataset("sparsity", data=sparsity(weights[:, -1], layout), track_times=False)
-        f.create_dataset("model_ids", data=np.arange(start, stop, dtype=np.int64), track_times=False)
-        for metric in METRICS:
-            f.create_dataset(f"metrics/{metric}", track_times=False,
-                             data=np.stack([r.metrics[metric] for r in runs]).astype(np.float32))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    final = root / folder / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    digest = sha256_file(tmp)
-    os.replace(tmp, final)
-    entry["shards"].append({"file": f"{folder}/{name}", "models": [start, stop],
-                            "sha256": digest, "bytes": final.stat().st_size})
-    entry["shards"].sort(key=lambda s: s["models"][0])
-    ArchiveWriter(root, manifest).save_manifest()
-    shutil.rmtree(root / PARTIAL, ignore_errors=True)
-
-
-class Twins:
-    """One twin set of a zoo (read-only): weights, keep masks, sparsity and metrics per model."""
-
-    def __init__(self, root: Path, name: str, entry: dict, n_params: int):
-        self.root, self.name, self.entry, self.n_params = Path(root), name, entry, n_params
-        self.epochs = list(range(entry["finetune_epochs"] + 1))  # fine-tuning epochs, 0 = pruned
-
-    def _read(self, key: str) -> np.ndarray:
-        parts = []
-        for shard in self.entry["shards"]:
-            with h5py.File(self.root / shard["file"], "r") as f:
-                parts.append(f[key][()])
-        return np.concatenate(parts) if parts else np.zeros((0,))
-
-    def weights(self) -> np.ndarray:
-        """float32 [models, fine-tuning states, params]."""
-        return self._read("weights")
-
-    def masks(self) -> np.ndarray:
-        """bool [models, params], True = kept."""
-        return np.unpackbits(self._read("masks"), axis=1, count=self.n_params).astype(bool)
-
-    def sparsity(self) -> np.ndarray:
-        return self._read("sparsity")
-
-    def metrics(self) -> dict[str, np.ndarray]:
-        return {m: self._read(f"metrics/{m}") for m in METRICS}
-
-    @property
-    def metadata(self) -> pd.DataFrame:
-        """One row per model x fine-tuning epoch: metrics and the twin's sparsity."""
-        metrics = self.metrics()
-        n = len(metrics["test_acc"])
-        table = {"model": np.repeat(self._read("model_ids"), len(self.epochs)),
-                 "epoch": np.tile(self.epochs, n),
-                 "sparsity": np.repeat(self.sparsity(), len(self.epochs))}
-        table.update({m: v.reshape(-1) for m, v in metrics.items()})
-        return pd.DataFrame(table)
-
-
-def twin_shard_problems(root: Path, manifest: dict) -> list[str]:
-    """Checksums and shapes of the twin shards listed in the manifest."""
-    problems = []
-    for name, entry in manifest.get("twins", {}).items():
-        for shard in entry["shards"]:
-            path = root / shard["file"]
-            if not path.is_file():
-                problems.append(f"{shard['file']}: missing")
-            elif sha256_file(path) != shard["sha256"]:
-                problems.append(f"{shard['file']}: sha256 mismatch (file is corrupt or was changed)")
-            else:
-                with h5py.File(path, "r") as f:
-                    expected = (shard["models"][1] - shard["models"][0],
-                                entry["finetune_epochs"] + 1, manifest["n_params"])
-                    if f["weights"].shape != expected:
-                        problems.append(f"{shard['file']}: weights shape {f['weights'].shape}, "
-                                        f"expected {expected}")
-                    if f["masks"].shape[1] != math.ceil(manifest["n_params"] / 8):
-                        problems.append(f"{shard['file']}: masks shape {f['masks'].shape}")
-    return problems

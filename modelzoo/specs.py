@@ -15,9 +15,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from modelzoo.architectures import ACTIVATIONS, INIT_METHODS, MODELS
 from modelzoo.data import DATASETS
 from modelzoo.errors import ZooError
+from modelzoo.models import ACTIVATIONS, INIT_METHODS, MODELS
 
 
 class Strict(BaseModel):
@@ -117,7 +117,7 @@ MULTITASKS = ("segmentation", "generation", "fuel")
 
 class TaskSpec(Strict):
     """The training objective of a zoo (``classification`` = the image-classification zoos);
-    see ``modelzoo.remote_sensing.tasks`` for what each one trains and records."""
+    see ``modelzoo.train.tasks`` for what each one trains and records."""
 
     name: Literal["classification", "contrastive", "supervised", "multitask",
                   "heteroscedastic"] = "classification"
@@ -204,7 +204,7 @@ class ZooSpec(Strict):
         if (self.task.pretrained or self.task.freeze) and self.task.name != "supervised":
             raise ValueError("task.pretrained and task.freeze belong to task supervised")
         if self.dataset.options and not task_data:
-            raise ValueError(f"dataset.options: only task data sets take options")
+            raise ValueError("dataset.options: only task data sets take options")
         return self
 
     def factor_values(self) -> dict[str, list]:
@@ -249,7 +249,8 @@ class ZooSpec(Strict):
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
-def _error_line(exc: ValidationError, source: str) -> str:
+def validation_error_line(exc: ValidationError, source: str) -> str:
+    """One line for a pydantic error: the source, the key path and the message."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "list[",
                                                                            "RangeFactor",
@@ -267,7 +268,16 @@ def parse_spec(data: Any, source: str = "spec") -> ZooSpec:
     try:
         return ZooSpec.model_validate(data)
     except ValidationError as exc:
-        raise ZooError(_error_line(exc, source)) from None
+        raise ZooError(validation_error_line(exc, source)) from None
+
+
+def validated(model: type[BaseModel], data: dict, source: str):
+    """``model.model_validate(data)``; any problem is one ``ZooError`` line naming the key (every
+    config of the project is a pydantic model read through here or ``parse_spec``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ZooError(validation_error_line(exc, source)) from None
 
 
 def load_spec(path: str | Path) -> ZooSpec:

@@ -1,198 +1,42 @@
-"""Reading an archive: ``open_zoo(path)`` -> ``Zoo``."""
+"""Reading a zoo with its models: ``open_zoo(path)`` -> ``Zoo``, the archive reader plus the zoo's
+spec, per-model training configs, ready ``nn.Module`` models and a torch ``Dataset`` of weights."""
 
 from functools import cached_property
 from pathlib import Path
 
-import h5py
 import numpy as np
-import pandas as pd
 import torch
 
-from modelzoo.architectures import ZooModel
-from modelzoo.archive import read_manifest
-from modelzoo.errors import ZooError
-from modelzoo.layout import Layout
+from modelzoo.archive import ArchiveReader
 from modelzoo.specs import TrainingConfig, ZooSpec, parse_spec
-from modelzoo.training import build_model
-
-SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+from modelzoo.train import build_model
 
 
-class Zoo:
-    """A zoo archive: models (global indices 0..n-1) x stored epochs of flat weights and metrics.
-
-    Only models in completed shards are readable; ``complete`` says whether the zoo is whole.
-    """
-
-    def __init__(self, root: str | Path, manifest: dict | None = None):
-        self.root = Path(root)
-        self.manifest = manifest if manifest is not None else read_manifest(self.root)
-        self.layout = Layout.from_json(self.manifest["layout"])
-        self._files: dict[str, h5py.File] = {}
-        self._where: dict[int, tuple[dict, int]] = {}
-        for shard in self.manifest["shards"]:
-            start, stop = shard["models"]
-            for m in range(start, stop):
-                self._where[m] = (shard, m - start)
-
-    # -- description -------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __repr__(self) -> str:
-        return (f"Zoo({self.name!r}, models={len(self)}, epochs={self.epochs}, "
-                f"params={self.n_params})")
-
-    @property
-    def name(self) -> str:
-        return self.manifest["name"]
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.manifest.get("complete"))
-
-    @property
-    def epochs(self) -> list[int]:
-        """The stored epochs (0 = before training)."""
-        return list(self.manifest["epochs"])
-
-    @property
-    def n_params(self) -> int:
-        return self.manifest["n_params"]
+class Zoo(ArchiveReader):
+    """A zoo archive: models (global indices 0..n-1) x stored epochs of flat weights and metrics
+    (``ArchiveReader``), with the spec, configs and models to make them runnable."""
 
     @cached_property
     def spec(self) -> ZooSpec:
-        return parse_spec(self.manifest["spec"], f"{self.root}/manifest.json spec")
-
-    @property
-    def model_ids(self) -> list[int]:
-        return sorted(self._where)
+        return parse_spec(self.manifest.spec, f"{self.root}/manifest.json spec")
 
     def config(self, model: int) -> TrainingConfig:
-        return TrainingConfig.model_validate(self.manifest["models"][model]["config"])
-
-    @property
-    def task(self) -> str:
-        """The training objective ('classification' or a remote-sensing task)."""
-        return self.manifest.get("task", "classification")
-
-    @property
-    def primary_metric(self) -> str:
-        """The per-split metric playing test accuracy's role: test_<primary> ('acc', 'r2', ...)."""
-        return self.manifest.get("primary_metric", "acc")
-
-    @property
-    def factor_names(self) -> list[str]:
-        return list(self.manifest["factors"])
-
-    @property
-    def twin_names(self) -> list[str]:
-        """The sparsified twin sets stored with the zoo (``zoo sparsify``), e.g. magnitude-global-0.5."""
-        return list(self.manifest.get("twins", {}))
-
-    def twin(self, name: str):
-        """One twin set (``modelzoo.sparsify.Twins``): weights, masks, sparsity, metrics."""
-        from modelzoo.sparsify import Twins
-
-        if name not in self.manifest.get("twins", {}):
-            raise ZooError(f"no twins {name!r} in this zoo; stored: {self.twin_names or 'none'}")
-        return Twins(self.root, name, self.manifest["twins"][name], self.n_params)
-
-    # -- bulk reads --------------------------------------------------------------------------
-    def _file(self, shard: dict) -> h5py.File:
-        if shard["file"] not in self._files:
-            path = self.root / shard["file"]
-            try:
-                self._files[shard["file"]] = h5py.File(path, "r")
-            except OSError as exc:
-                raise ZooError(f"{path}: cannot open shard ({exc})") from None
-        return self._files[shard["file"]]
-
-    def _state_index(self, epoch: int) -> int:
-        try:
-            return self.epochs.index(epoch)
-        except ValueError:
-            raise ZooError(f"epoch {epoch} is not stored; stored epochs: {self.epochs}") from None
-
-    def metrics(self) -> dict[str, np.ndarray]:
-        """Every metric as float32 [models, states], rows in ``model_ids`` order."""
-        out = {}
-        for metric in self.manifest["metrics"]:
-            out[metric] = np.concatenate([self._file(s)[f"metrics/{metric}"][()]
-                                          for s in self.manifest["shards"]]) \
-                if self.manifest["shards"] else np.zeros((0, len(self.epochs)), np.float32)
-        return out
-
-    def weights(self, epochs: list[int] | None = None) -> np.ndarray:
-        """All models' flat weights float32 [models, len(epochs), params], read shard by shard."""
-        if epochs is None:
-            parts = [self._file(s)["weights"][()] for s in self.manifest["shards"]]
-        else:
-            idx = sorted({self._state_index(e) for e in epochs})
-            if idx != [self._state_index(e) for e in epochs]:
-                raise ZooError("epochs must be distinct and increasing")
-            parts = [self._file(s)["weights"][:, idx, :] for s in self.manifest["shards"]]
-        if not parts:
-            return np.zeros((0, len(epochs or self.epochs), self.n_params), np.float32)
-        return np.concatenate(parts)
-
-    @cached_property
-    def metadata(self) -> pd.DataFrame:
-        """One row per model-state: model, epoch, factors, metrics and generalisation gap."""
-        metrics = self.metrics()
-        models = np.repeat(self.model_ids, len(self.epochs))
-        table = {"model": models, "epoch": np.tile(self.epochs, len(self))}
-        for factor in self.factor_names:
-            table[factor] = [self.manifest["models"][m]["factors"][factor] for m in models]
-        for metric, values in metrics.items():
-            table[metric] = values.reshape(-1)
-        primary = self.primary_metric
-        table["gap"] = table[f"train_{primary}"] - table[f"test_{primary}"]
-        return pd.DataFrame(table)
-
-    # -- single models -----------------------------------------------------------------------
-    def flat(self, model: int, epoch: int) -> np.ndarray:
-        """One stored state as a flat float32 vector [params]."""
-        if model not in self._where:
-            raise ZooError(f"model {model} is not in this archive (models: {len(self)})")
-        shard, local = self._where[model]
-        return self._file(shard)["weights"][local, self._state_index(epoch)]
+        return TrainingConfig.model_validate(self.manifest.model_config(model))
 
     def state_dict(self, model: int, epoch: int) -> dict[str, torch.Tensor]:
         return self.layout.unflatten(self.flat(model, epoch))
 
-    def model(self, model: int, epoch: int) -> ZooModel:
+    def model(self, model: int, epoch: int) -> torch.nn.Module:
         """The stored model as a ready ``nn.Module`` in eval mode."""
-        arch = self.manifest["architecture"]
-        net = build_model(arch["name"], arch["kwargs"], self.config(model))
+        net = build_model(self.manifest.architecture, self.manifest.architecture_kwargs,
+                          self.config(model))
         net.load_state_dict(self.state_dict(model, epoch), strict=False)
         return net.eval()
-
-    def split_models(self, seed: int = 0) -> dict[str, np.ndarray]:
-        """Seeded 70/15/15 split of the model ids into train / val / test (no model in two)."""
-        ids = np.array(self.model_ids)
-        order = np.random.default_rng(seed).permutation(len(ids))
-        n_train = int(round(SPLIT_FRACTIONS[0] * len(ids)))
-        n_val = int(round(SPLIT_FRACTIONS[1] * len(ids)))
-        return {"train": np.sort(ids[order[:n_train]]),
-                "val": np.sort(ids[order[n_train:n_train + n_val]]),
-                "test": np.sort(ids[order[n_train + n_val:]])}
 
     def dataset(self, split: str = "train", epochs: list[int] | None = None,
                 properties: tuple[str, ...] = ("test_acc", "gap", "epoch"), seed: int = 0):
         """A torch ``Dataset`` of (flat weights [params], properties [k]) for one model split."""
         return WeightsDataset(self, self.split_models(seed)[split], epochs, properties)
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class WeightsDataset(torch.utils.data.Dataset):

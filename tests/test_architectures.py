@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from modelzoo.architectures import ACTIVATIONS, INIT_METHODS, count_parameters, create_model
 from modelzoo.errors import ZooError
+from modelzoo.models import ACTIVATIONS, INIT_METHODS, count_parameters, create_model
 
 
 @pytest.mark.parametrize("name,kwargs,count", [

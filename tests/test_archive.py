@@ -12,12 +12,12 @@ import yaml
 
 from modelzoo import open_zoo
 from modelzoo.archive import validate_archive
+from modelzoo.archive.export import export_safetensors, load_safetensors_state
 from modelzoo.data import create_dataset
 from modelzoo.errors import ZooError
-from modelzoo.export import export_safetensors, load_safetensors_state
 from modelzoo.generate import generate
 from modelzoo.specs import parse_spec
-from modelzoo.training import evaluate
+from modelzoo.train.single import evaluate
 from tests.conftest import ROOT, run_cli, tetris_spec
 
 

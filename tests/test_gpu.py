@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 
+from modelzoo.archive.layout import Layout
 from modelzoo.data import create_dataset
-from modelzoo.layout import Layout
-from modelzoo.population import train_population
 from modelzoo.specs import TrainingConfig
-from modelzoo.training import build_model, train_model
+from modelzoo.train.population import train_population
+from modelzoo.train.single import build_model, train_model
 from tests.conftest import run_cli
 from tests.test_population import MIXED_32, small
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from modelzoo import open_zoo
-from modelzoo.architectures import create_model
-from modelzoo.archive import ArchiveWriter, validate_archive
-from modelzoo.layout import Layout
+from modelzoo.archive import METRICS, ArchiveWriter, ModelRun, validate_archive
+from modelzoo.generate import zoo_manifest
+from modelzoo.archive.layout import Layout
+from modelzoo.models import create_model
 from modelzoo.specs import parse_spec
-from modelzoo.training import METRICS, ModelRun
 from tests.conftest import run_cli
 from tests.hub_server import FakeHub
 
@@ -62,7 +62,7 @@ def big_archive(root):
                        "dataset": {"name": "digits"}, "training": {"epochs": 50},
                        "factors": {"seed": {"range": [0, 25]}}})
     layout = Layout.of(create_model("cnn_s"))
-    writer = ArchiveWriter.open(root, spec, layout, shard_size=25)
+    writer = ArchiveWriter.open(root, zoo_manifest(spec, shard_size=25))
     rng = np.random.default_rng(0)
     runs = [ModelRun(rng.normal(size=(51, layout.size)).astype(np.float32),
                      {m: np.full(51, 0.5, np.float32) for m in METRICS}) for _ in range(25)]

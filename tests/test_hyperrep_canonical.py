@@ -4,8 +4,8 @@ import torch
 
 from hyperrep.augment import PermutationPlan
 from hyperrep.canonical import canonical_reference, match_to_reference
-from modelzoo.architectures import create_model
-from modelzoo.layout import Layout
+from modelzoo.archive.layout import Layout
+from modelzoo.models import create_model
 
 
 def _cnn_states(n: int) -> tuple[PermutationPlan, Layout, torch.Tensor]:

@@ -8,11 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from hyperrep.sample import (anchor_rows, decode_latents, draw_latents, recalibrate_batchnorm,
-                             reconstruct)
-from hyperrep.train import TrainConfig, open_run_tokens, train
+from hyperrep.sample import (
+    anchor_rows,
+    decode_latents,
+    draw_latents,
+    recalibrate_batchnorm,
+    reconstruct,
+)
+from hyperrep.config import TrainConfig
+from hyperrep.run import open_run_tokens
+from hyperrep.train import train
 from modelzoo import open_zoo
-from modelzoo.generate import generate, load_data, train_configs
+from modelzoo.generate import generate
+from modelzoo.train import load_data, train_configs
 from modelzoo.specs import parse_spec
 from tests.conftest import run_cli, tetris_spec
 

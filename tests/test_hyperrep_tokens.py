@@ -5,8 +5,8 @@ import torch
 
 from hyperrep.augment import PermutationPlan
 from hyperrep.tokenise import build_token_map, detokenise, tokenise
-from modelzoo.architectures import create_model
-from modelzoo.layout import Layout
+from modelzoo.archive.layout import Layout
+from modelzoo.models import create_model
 
 ARCHS = [("tetris_mlp", {}, (5, 1, 4, 4)), ("cnn_s", {"in_channels": 1}, (5, 1, 28, 28)),
          ("cnn_l", {"in_channels": 3}, (5, 3, 32, 32)),

@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from hyperrep.losses import nt_xent
-from hyperrep.train import TrainConfig, embed, train
+from hyperrep.config import TrainConfig
+from hyperrep.run import embed
+from hyperrep.train import train
 from modelzoo.generate import generate
 from modelzoo.specs import parse_spec
+from modelzoo.train.losses import nt_xent
 from tests.conftest import run_cli, tetris_spec
 
 SMALL = dict(epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
@@ -64,7 +66,7 @@ def test_embedding_views_average_out_the_order_of_hidden_units(zoo, run):
     far less under that permutation than one encoding does."""
     import torch
 
-    from hyperrep.train import encode_views, open_run_tokens
+    from hyperrep.run import encode_views, open_run_tokens
 
     model, data, _ = open_run_tokens(run, zoo)
     with data.zoo:
@@ -111,25 +113,25 @@ def test_nt_xent_prefers_matching_pairs():
 
 def test_a_too_large_decoder_is_one_clear_error():
     from hyperrep.tokenise import build_token_map
-    from hyperrep.train import TrainConfig, build_model
-    from modelzoo.architectures import create_model
+    from hyperrep.model import build_autoencoder
+    from modelzoo.archive.layout import Layout
     from modelzoo.errors import ZooError
-    from modelzoo.layout import Layout
+    from modelzoo.models import create_model
 
     tokens = build_token_map(Layout.of(create_model("resnet18")), 64)
     with pytest.raises(ZooError, match="179,290 tokens"):
-        build_model(TrainConfig(), tokens)
+        build_autoencoder(TrainConfig(), tokens)
 
 
 def test_windowed_training_embeds_whole_models(zoo, tmp_path):
     """Windows of consecutive tokens: the autoencoder's size no longer follows the zoo model's."""
     from hyperrep.tokenise import build_token_map
-    from hyperrep.train import build_model
-    from modelzoo.architectures import create_model
-    from modelzoo.layout import Layout
+    from hyperrep.model import build_autoencoder
+    from modelzoo.archive.layout import Layout
+    from modelzoo.models import create_model
 
     big = build_token_map(Layout.of(create_model("resnet18")), 64)  # 179,290 tokens, 11 M weights
-    model = build_model(TrainConfig(window=256), big)
+    model = build_autoencoder(TrainConfig(window=256), big)
     assert sum(p.numel() for p in model.parameters()) < 50_000_000
 
     out = tmp_path / "windowed"

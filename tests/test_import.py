@@ -12,9 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from modelzoo import open_zoo
-from modelzoo.architectures import create_model
 from modelzoo.archive import validate_archive
-from modelzoo.layout import Layout
+from modelzoo.archive.layout import Layout
+from modelzoo.models import create_model
 from tests.conftest import run_cli
 
 

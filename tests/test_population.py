@@ -1,6 +1,6 @@
 """A model trained inside a vectorised population equals the same config trained alone.
 
-The four small-zoo architectures train as grouped networks (``modelzoo.grouped``); any other
+The four small-zoo architectures train as grouped networks (``modelzoo.train.grouped``); any other
 registered architecture without buffers trains under ``torch.func.vmap`` (tested on a LayerNorm MLP).
 Bound: after 2 epochs, max |w_pop - w_alone| <= 1e-5 x the layer's weight scale (max |w|), and
 identical test accuracy to 3 decimals. Configs use the published grids' learning rates (1e-4 .. 1e-3 for Adam): with lr 1e-2 and
@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelzoo.architectures import ZooModel, register_model
+from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split, create_dataset
-from modelzoo.layout import Layout
-from modelzoo.grouped import GROUPED_ARCHITECTURES
-from modelzoo.population import train_population, train_population_groups
+from modelzoo.models import ZooModel, register_model
 from modelzoo.specs import TrainingConfig
-from modelzoo.training import build_model, train_model
+from modelzoo.train.grouped import GROUPED_ARCHITECTURES
+from modelzoo.train.population import train_population, train_population_groups
+from modelzoo.train.single import build_model, train_model
 
 
 def small(data: DataSplits, n_train=300, channels=None, size=None) -> DataSplits:

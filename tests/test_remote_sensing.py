@@ -9,12 +9,12 @@ import pytest
 import tifffile
 import torch
 
-from modelzoo.architectures import count_parameters, create_model
 from modelzoo.data import create_dataset
 from modelzoo.errors import ZooError
-from modelzoo.remote_sensing.objectives import DynamicTaskWeighting
-from modelzoo.remote_sensing.tasks import train_task_model
+from modelzoo.models import count_parameters, create_model
 from modelzoo.specs import TaskSpec, TrainingConfig
+from modelzoo.train.objectives import DynamicTaskWeighting
+from modelzoo.train.tasks import train_task_model
 
 # Published sizes: Dual-SimCLR with ResNet-50 (and ResNet-18) encoders and their 2048-2048-128
 # projections; the transformer variant at ViT-S/16 scale; U-Net width 64 / 4 levels; NO2 ResNet-50.
@@ -34,7 +34,7 @@ def test_published_sizes(name, kwargs, count):
 
 
 def test_swin_t_encoder_is_swin_t():
-    from modelzoo.remote_sensing.models import SwinEncoder
+    from modelzoo.models.remote_sensing import SwinEncoder
 
     # Swin-T has 28,288,354 parameters with its 1000-class ImageNet head (768 x 1000 + 1000)
     assert count_parameters(SwinEncoder(3)) == 28_288_354 - 769_000
@@ -75,7 +75,7 @@ def test_swin_unet_segmentation_learns_land_cover():
 
 
 def test_shifted_windows_do_not_attend_across_the_wrapped_border():
-    from modelzoo.remote_sensing.models import SwinBlock
+    from modelzoo.models.remote_sensing import SwinBlock
 
     torch.manual_seed(0)
     block = SwinBlock(dim=8, heads=2, window=4, shift=2, resolution=8).eval()
@@ -297,7 +297,7 @@ def test_no2_reader_npy_and_netcdf(tmp_path):
 
 
 def test_malformed_geotiff_is_one_clear_error(tmp_path):
-    from modelzoo.remote_sensing.readers import read_geotiff
+    from modelzoo.data.remote_sensing import read_geotiff
 
     path = tmp_path / "broken.tif"
     path.write_bytes(b"II*\x00garbage")
@@ -433,7 +433,7 @@ SMALL = {"dual_simclr": {"depth": 10, "width": 4, "head": "segmentation", "stem"
 @pytest.mark.parametrize("arch", sorted(SMALL))
 def test_tokenisation_covers_every_remote_sensing_layer(arch):
     from hyperrep.tokenise import build_token_map, detokenise, tokenise
-    from modelzoo.layout import Layout
+    from modelzoo.archive.layout import Layout
 
     layout = Layout.of(create_model(arch, **SMALL[arch]))
     tokens = build_token_map(layout, 32)

@@ -7,11 +7,12 @@ import torch
 from torch.nn.utils import prune
 
 from modelzoo import open_zoo
-from modelzoo.architectures import create_model
 from modelzoo.archive import validate_archive
-from modelzoo.generate import load_data, train_configs
-from modelzoo.layout import Layout
-from modelzoo.sparsify import magnitude_masks, prunable, sparsity
+from modelzoo.archive.layout import Layout
+from modelzoo.train import load_data, train_configs
+from modelzoo.models import create_model
+from modelzoo.archive.twins import prunable, sparsity
+from modelzoo.sparsify import magnitude_masks
 from tests.conftest import run_cli
 
 
@@ -111,10 +112,11 @@ def test_variational_dropout_zeroes_weights_whose_log_alpha_passes_the_threshold
     from modelzoo.sparsify import variational_dropout_twin
 
     with open_zoo(tetris_zoo) as zoo:
-        data, arch = load_data(zoo.spec), zoo.manifest["architecture"]
+        data = load_data(zoo.spec)
         config = zoo.config(0).model_copy(update={"lr": 0.05})
         start = zoo.flat(0, zoo.epochs[-1])
-        run, keep = variational_dropout_twin(arch["name"], arch["kwargs"], config, data, start, 20)
+        run, keep = variational_dropout_twin(zoo.manifest.architecture,
+                                             zoo.manifest.architecture_kwargs, config, data, start, 20)
         layout = zoo.layout
     assert run.states.shape == (21, layout.size) and np.array_equal(run.states[0], start)
     assert np.all(run.states[-1][~keep] == 0) and np.all(run.states[-1][keep] != 0)

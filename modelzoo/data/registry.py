@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from modelzoo.data.task_data import TaskData
 from modelzoo.errors import ZooError
 
 
@@ -67,7 +68,7 @@ class DatasetEntry:
     val_size: int | float
     source: str
     needs_root: bool = True
-    options: dict | None = None
+    preprocessing: dict | None = None  # published defaults: grayscale, center_crop, resize
     task_data: bool = False  # the reader returns ready ``TaskData`` (remote-sensing tasks)
 
 
@@ -75,14 +76,14 @@ DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, val_size: int | float, source: str, needs_root: bool = True,
-                     task_data: bool = False, **options):
+                     task_data: bool = False, **preprocessing):
     """Decorator registering a reader ``fn(root: Path) -> RawData`` under ``name``.
 
-    ``options`` are the preprocessing defaults of the published zoos for this data set.
+    ``preprocessing``: the defaults of the published zoos for this data set (grayscale, ...).
     """
 
     def wrap(fn):
-        DATASETS[name] = DatasetEntry(fn, val_size, source, needs_root, options, task_data)
+        DATASETS[name] = DatasetEntry(fn, val_size, source, needs_root, preprocessing, task_data)
         return fn
 
     return wrap
@@ -134,8 +135,11 @@ def split_off(split: Split, size: int | float, seed: int) -> tuple[Split, Split]
 def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | None = None,
                    center_crop: int | None = None, resize: int | None = None,
                    val_size: int | float | None = None, split_seed: int = 42,
-                   options: dict | None = None) -> DataSplits:
+                   options: dict | None = None) -> DataSplits | TaskData:
     """Load, preprocess, split and normalise a registered data set.
+
+    Image-classification data sets return ``DataSplits``; task data sets (registered with
+    ``task_data=True``) return the ``TaskData`` their reader builds.
 
     Options left as None take the data set's published defaults. The validation split is cut from
     the training split with a seeded random split (seed 42 as in the published zoos) unless the
@@ -162,7 +166,7 @@ def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | 
     if options:
         raise ZooError(f"dataset {name!r} takes no options")
     raw = entry.reader(*args)
-    opts = dict(entry.options or {})
+    opts = dict(entry.preprocessing or {})
     for key, value in (("grayscale", grayscale), ("center_crop", center_crop), ("resize", resize)):
         if value is not None:
             opts[key] = value
@@ -185,8 +189,3 @@ def require_file(root: Path, dataset: str, candidates: list[str], source: str) -
             return path
     raise ZooError(f"dataset {dataset!r}: expected {root / candidates[0]} (or "
                    f"{', '.join(candidates[1:]) or 'nothing else'}) - published at {source}")
-
-
-# Importing the reader modules registers them.
-from modelzoo.data import offline, readers  # noqa: E402,F401
-from modelzoo.remote_sensing import readers as _rs_readers  # noqa: E402,F401

@@ -1,5 +1,5 @@
 """Objectives of the remote-sensing models: heteroscedastic regression, MC dropout with uncertainty
-filtering, and dynamic task weighting. (The contrastive NT-Xent is ``hyperrep.losses.nt_xent``.)
+filtering, and dynamic task weighting. (The contrastive NT-Xent is ``modelzoo.train.losses.nt_xent``.)
 """
 
 import math

@@ -13,8 +13,14 @@ Outputs pass through the published preprocessing (``preprocess_s1`` / ``preproce
 
 import numpy as np
 
-from modelzoo.remote_sensing.data import (DFC2020_CLASSES, TaskData, dfc_labels, preprocess_s1,
-                                          preprocess_s2, split_task_data)
+from modelzoo.data.task_data import (
+    DFC2020_CLASSES,
+    TaskData,
+    dfc_labels,
+    preprocess_s1,
+    preprocess_s2,
+    split_task_data,
+)
 
 SIGNATURE_SEED = 2020
 FUEL_TYPES = ["coal", "lignite", "gas", "peat"]

@@ -26,15 +26,25 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from hyperrep.losses import nt_xent
+from modelzoo.archive import ArchiveReader, Layout
+from modelzoo.data.task_data import TaskData, TaskSplit
 from modelzoo.errors import ZooError
-from modelzoo.layout import Layout
-from modelzoo.remote_sensing.data import TaskData, TaskSplit
-from modelzoo.remote_sensing.objectives import (DynamicTaskWeighting, heteroscedastic_loss,
-                                                keep_confident, mc_dropout_predict)
 from modelzoo.specs import MULTITASKS, TaskSpec, TrainingConfig
-from modelzoo.training import (ModelRun, build_model, epoch_batches, make_optimizer,
-                               make_scheduler, train_subset)
+from modelzoo.train.losses import nt_xent
+from modelzoo.train.objectives import (
+    DynamicTaskWeighting,
+    heteroscedastic_loss,
+    keep_confident,
+    mc_dropout_predict,
+)
+from modelzoo.train.record import RunRecorder
+from modelzoo.train.single import (
+    build_model,
+    epoch_batches,
+    make_optimizer,
+    make_scheduler,
+    train_subset,
+)
 
 EVAL_CHUNK = 256
 PROBE_C = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strength of the linear probe, chosen on val
@@ -184,13 +194,11 @@ class Objective:
 def load_pretrained(model, task: TaskSpec, index: int) -> None:
     """Copy model ``index``'s last stored state of the ``pretrained`` zoo into the matching
     parameters of ``model`` (encoders, projections)."""
-    from modelzoo.zoo import open_zoo
-
-    with open_zoo(task.pretrained) as zoo:
+    with ArchiveReader(task.pretrained) as zoo:
         if index >= len(zoo):
             raise ZooError(f"pretrained zoo {task.pretrained} has {len(zoo)} models; model "
                            f"{index} has no pre-trained encoder")
-        state = zoo.state_dict(int(zoo.model_ids[index]), zoo.epochs[-1])
+        state = zoo.layout.unflatten(zoo.flat(int(zoo.model_ids[index]), zoo.epochs[-1]))
     own = model.state_dict()
     shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not shared:
@@ -224,8 +232,7 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
     optimizer = make_optimizer(model, config)
     subset = train_subset(config, len(data.train)).to(device)
     scheduler = make_scheduler(optimizer, config, len(subset) // config.batch_size)
-    names = task.metric_names()
-    states, metrics = [], {m: [] for m in names}
+    recorder = RunRecorder(task.metric_names())
     stored = config.stored_epochs()
 
     def train_mode():
@@ -236,10 +243,7 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
                     module.eval()
 
     def record():
-        states.append(layout.flatten(model.state_dict()))
-        values = objective.metrics(model, splits)
-        for name in names:
-            metrics[name].append(values[name])
+        recorder.add(layout.flatten(model.state_dict()), objective.metrics(model, splits))
         train_mode()
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -257,5 +261,4 @@ def train_task_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data:
                     scheduler.step()
             if epoch in stored:
                 record()
-    return ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32)
-                                       for m, v in metrics.items()})
+    return recorder.run()

@@ -1,6 +1,6 @@
 """A population of P models of one architecture run as one network of grouped layers.
 
-The architecture's own ``forward`` runs unchanged on population layouts:
+The architecture's own ``forward`` runs unchanged on population arrangements of activations:
 
 - conv activations: [B, P*C, H, W], channels model-major, channels_last in memory. Each ``Conv2d``
   becomes one convolution with ``groups=P`` over its stacked weights [P, O, C, k, k].
@@ -11,9 +11,8 @@ The architecture's own ``forward`` runs unchanged on population layouts:
 So the output is log-probabilities [B, P, classes]. This is only correct for forwards that keep
 models apart (elementwise activations, pooling, ``flatten(1)``, spatial means): the architectures in
 ``GROUPED_ARCHITECTURES``, each checked against training alone in tests/test_population.py. Others
-train under ``torch.func.vmap``. On a 2-core CPU a CNN-s population of 128 trains at 14.1
-model-epochs/s against 7.6 under vmap (BENCHMARKS.md), mostly from the channels_last layout, in
-which oneDNN's grouped convolutions run about 3x faster than in vmap's NCHW.
+train under ``torch.func.vmap``. Grouped layers are faster than vmap on the CPU (BENCHMARKS.md),
+mostly from the channels_last layout, in which oneDNN's grouped convolutions beat vmap's NCHW.
 """
 
 import copy
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
-from modelzoo.architectures import KeyedDropout, keyed_keep
+from modelzoo.models.base import KeyedDropout, keyed_keep
 
 GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_cnn"})
 
@@ -77,11 +76,11 @@ class GroupedDropout(nn.Module):
         rate = p.to(x.dtype)
         keep = vmap(lambda k, r: keyed_keep(k, self.index, shape, r))(key, rate)  # [P, *shape]
         rates = rate.view(n, *([1] * len(shape))).expand(n, 1, *shape[1:])
-        return x * population_layout(keep.to(x.dtype), flat) / population_layout(1.0 - rates, flat)
+        return x * to_population_arrangement(keep.to(x.dtype), flat) / to_population_arrangement(1.0 - rates, flat)
 
 
-def population_layout(per_model: torch.Tensor, flat: bool) -> torch.Tensor:
-    """[P, B, C, ...] -> [B, P*C, ...] (``flat``: conv layout and inputs) or [B, P, C, ...]."""
+def to_population_arrangement(per_model: torch.Tensor, flat: bool) -> torch.Tensor:
+    """[P, B, C, ...] -> [B, P*C, ...] (``flat``: conv activations and inputs) or [B, P, C, ...]."""
     moved = per_model.movedim(0, 1)
     return moved.reshape(len(moved), -1, *moved.shape[3:]) if flat else moved
 

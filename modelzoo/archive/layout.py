@@ -5,10 +5,13 @@ not integer counters) with its name, shape, offset and kind, in state_dict order
 """
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading an archive does not need it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class Layout:
         self.size = sum(e.size for e in entries)
 
     @classmethod
-    def of(cls, model: nn.Module) -> "Layout":
+    def of(cls, model: "nn.Module") -> "Layout":
         params = {name for name, _ in model.named_parameters()}
         entries, offset = [], 0
         for name, tensor in model.state_dict().items():
@@ -50,15 +53,23 @@ class Layout:
         return cls([Entry(i["name"], tuple(i["shape"]), i["offset"], i["size"], i["kind"])
                     for i in items])
 
-    def flatten(self, state: dict[str, torch.Tensor]) -> np.ndarray:
+    def flatten(self, state: "dict[str, torch.Tensor]") -> np.ndarray:
         """state_dict -> float32 vector [size]."""
         return np.concatenate([state[e.name].detach().cpu().reshape(-1).float().numpy()
                                for e in self.entries]).astype(np.float32, copy=False)
 
-    def unflatten(self, vector: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    def unflatten(self, vector: "np.ndarray | torch.Tensor") -> "dict[str, torch.Tensor]":
         """float32 vector [size] -> state_dict of the layout's entries (copies)."""
+        import torch
+
         vector = torch.as_tensor(np.asarray(vector, dtype=np.float32))
         return {e.name: vector[e.offset:e.offset + e.size].reshape(e.shape).clone()
+                for e in self.entries}
+
+    def unflatten_numpy(self, vector: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 vector [size] -> {name: float32 array of the entry's shape} (copies)."""
+        vector = np.asarray(vector, dtype=np.float32)
+        return {e.name: vector[e.offset:e.offset + e.size].reshape(e.shape).copy()
                 for e in self.entries}
 
     def param_entries(self) -> list[Entry]:

@@ -1,6 +1,6 @@
 """Training one model per config: the reference path (population size 1).
 
-Shared with the population trainer (``modelzoo.population``) so both draw identical randomness:
+Shared with the population trainer (``modelzoo.train.population``) so both draw identical randomness:
 - initial weights: ``build_model`` seeds torch with the config's seed, then builds the architecture;
 - training subset: the first ``round(train_fraction * n)`` items of a permutation keyed by the seed;
 - data order: a fresh keyed permutation of that subset every epoch; incomplete last batches dropped;
@@ -10,29 +10,20 @@ accuracy (fraction), evaluated in eval mode on the whole split.
 """
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modelzoo.architectures import ZooModel, count_parameters, create_model
+from modelzoo.archive import Layout, ModelRun
 from modelzoo.data import DataSplits, Split
-from modelzoo.layout import Layout
+from modelzoo.models import ZooModel, count_parameters, create_model
 from modelzoo.randomness import derive_key, keyed_uniform, permutation, seed_key
 from modelzoo.specs import TrainingConfig
+from modelzoo.train.record import RunRecorder
 
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 EVAL_BATCH = 2048
 MIXED_PRECISION_PARAMS = 1_000_000  # bf16 autocast on a GPU from this many parameters
-
-
-@dataclass
-class ModelRun:
-    """One trained model: flat states float32 [stored epochs, params] and metrics [stored epochs]."""
-
-    states: np.ndarray
-    metrics: dict[str, np.ndarray]
 
 
 def model_kwargs(arch_kwargs: dict, config: TrainingConfig) -> dict:
@@ -204,15 +195,12 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     steps = len(subset) // config.batch_size
     scheduler = make_scheduler(optimizer, config, steps)
     stored = config.stored_epochs()
-    states, metrics = [], {m: [] for m in METRICS}
+    recorder = RunRecorder()
 
     def record():
-        states.append(layout.flatten(model.state_dict()))
-        for name, split in splits.items():
-            with autocast(mixed):
-                loss, acc = evaluate(model, split)
-            metrics[f"{name}_loss"].append(loss)
-            metrics[f"{name}_acc"].append(acc)
+        with autocast(mixed):
+            results = {name: evaluate(model, split) for name, split in splits.items()}
+        recorder.add_splits(layout.flatten(model.state_dict()), results)
 
     root = seed_roots([config.seed], device)
     with exact_float32():
@@ -224,5 +212,4 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
                         mixed)
             if epoch in stored:
                 record()
-    return ModelRun(np.stack(states), {m: np.asarray(v, dtype=np.float32)
-                                       for m, v in metrics.items()})
+    return recorder.run()

@@ -1,11 +1,11 @@
 """Vectorised population training: many models of one architecture trained as one computation.
 
 Parameters of P models are stacked along a leading dimension [P, ...]. The small-zoo architectures
-(``modelzoo.grouped.GROUPED_ARCHITECTURES``) run as one network of grouped convolutions and batched
+(``modelzoo.train.grouped.GROUPED_ARCHITECTURES``) run as one network of grouped convolutions and batched
 matmuls; any other architecture runs under ``torch.func.vmap(grad(...))`` over ``functional_call``.
 Each model keeps everything that makes it
 itself: its seed (initial weights, training subset, data order and dropout masks, all keyed by the
-seed as in ``modelzoo.training``), init method, learning rate, momentum, weight decay, dropout rate
+seed as in ``modelzoo.train.single``), init method, learning rate, momentum, weight decay, dropout rate
 and train fraction. The optimiser updates replay ``torch.optim.Adam`` / ``SGD`` (single-tensor path)
 operation by operation with per-model hyperparameters, so a model trained in a population equals the
 same config trained alone up to float rounding of the batched kernels.
@@ -22,19 +22,31 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from modelzoo.architectures import create_model
+from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split
-from modelzoo.grouped import (GROUPED_ARCHITECTURES, grouped_network, population_layout,
-                              shared_inputs)
-from modelzoo.layout import Layout
+from modelzoo.models import create_model
 from modelzoo.specs import TrainingConfig
-from modelzoo.training import (METRICS, ModelRun, build_model, epoch_batches, exact_float32,
-                               model_kwargs, seed_roots, step_keys, train_subset)
+from modelzoo.train.grouped import (
+    GROUPED_ARCHITECTURES,
+    grouped_network,
+    to_population_arrangement,
+    shared_inputs,
+)
+from modelzoo.train.record import RunRecorder
+from modelzoo.train.single import (
+    ModelRun,
+    build_model,
+    epoch_batches,
+    exact_float32,
+    model_kwargs,
+    seed_roots,
+    step_keys,
+    train_subset,
+)
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 # Bytes of activations a population may use per step on the CPU. Small on purpose: the step is
-# bound by cache, not memory. CNN-s (~1 MB per model) on a 2-core CPU: 24 model-epochs/s in
-# populations of 16-32, 15 in populations of 128 (BENCHMARKS.md).
+# bound by cache, not memory, so mid-sized populations train fastest (BENCHMARKS.md, populations).
 CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
 POPULATION_MULTIPLE = 16  # populations are padded to this many models (bit-identical results)
@@ -218,8 +230,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     subsets = [train_subset(c, len(data.train)) for c in configs]
     steps_per_epoch = torch.tensor([len(s) // c.batch_size for s, c in zip(subsets, configs)])
     stored = first.stored_epochs()
-    states = []
-    metrics = {m: [] for m in METRICS}
+    recorder = RunRecorder(n_models=n_models)
 
     train_step, forward_shared = population_forwards(arch, template, params, dropout_p)
     template.eval()
@@ -227,12 +238,10 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     template.train()
 
     def record():
-        states.append(torch.cat([params[n].detach().reshape(n_models, -1) for n in names], 1)
-                      .cpu().numpy())
-        for name, split in splits.items():
-            loss, acc = evaluate_population(forward_shared, n_models, split, eval_sample_elements)
-            metrics[f"{name}_loss"].append(loss)
-            metrics[f"{name}_acc"].append(acc)
+        recorder.add_splits(
+            torch.cat([params[n].detach().reshape(n_models, -1) for n in names], 1).cpu().numpy(),
+            {name: evaluate_population(forward_shared, n_models, split, eval_sample_elements)
+             for name, split in splits.items()})
 
     x_train, y_train = splits["train"].x, splits["train"].y
     max_steps = int(steps_per_epoch.max())
@@ -262,9 +271,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
             step()
         if epoch in stored:
             record()
-    stacked = np.stack(states, axis=1)  # [P, S, n_params]
-    return [ModelRun(stacked[i], {m: np.array([v[i] for v in metrics[m]], dtype=np.float32)
-                                  for m in METRICS}) for i in range(n_real)]
+    return recorder.runs(n_real)
 
 
 def epoch_plan(configs: list[TrainingConfig], subsets: list[torch.Tensor],
@@ -339,7 +346,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
 
         def train_step(x, y, keys):
             network.train()
-            out = network(population_layout(x, flat=True),
+            out = network(to_population_arrangement(x, flat=True),
                           dropout_key=None if rates is None else keys, dropout_p=rates)  # [B, P, K]
             losses = F.nll_loss(out.flatten(0, 1), y.t().flatten(), reduction="none")
             return torch.autograd.grad(losses.view(-1, n_models).mean(0).sum(),

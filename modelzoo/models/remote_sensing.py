@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelzoo.architectures import BasicBlock, ZooModel, register_model
 from modelzoo.errors import ZooError
+from modelzoo.models.base import TaskModel
+from modelzoo.models.registry import register_model
+from modelzoo.models.resnet import BasicBlock
 
 RESNET_BLOCKS = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3]}
 
@@ -97,7 +99,7 @@ class ResNetEncoder(nn.Module):
         return self.stages(x)
 
 
-class RemoteSensingModel(ZooModel):
+class RemoteSensingModel(TaskModel):
     """Base: zoo construction arguments plus Kaiming-uniform convs unless ``init`` says otherwise.
 
     ``dropout`` is plain (not keyed) dropout: these models train one at a time, and MC-dropout

@@ -21,12 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
+from modelzoo.data import synthetic
 from modelzoo.data.readers import read_geotiff
 from modelzoo.data.registry import register_dataset
+from modelzoo.data.task_data import (
+    DFC2020_CLASSES,
+    TaskData,
+    dfc_labels,
+    preprocess_s1,
+    preprocess_s2,
+    split_task_data,
+    with_test_split,
+)
 from modelzoo.errors import ZooError
-from modelzoo.remote_sensing import synthetic
-from modelzoo.remote_sensing.data import (DFC2020_CLASSES, TaskData, dfc_labels, preprocess_s1,
-                                          preprocess_s2, split_task_data, with_test_split)
 
 SEN12MS_SOURCE = "https://mediatum.ub.tum.de/1474000"
 DFC2020_SOURCE = "https://ieee-dataport.org/competitions/2020-ieee-grss-data-fusion-contest"
@@ -227,7 +234,7 @@ def read_no2(root: Path, patch_size: int | None = None, seed: int = 42) -> TaskD
     return split_task_data("no2", data, ["s2", "s5p"], [], 0.15, 0.15, seed)
 
 
-SYNTHETIC_SOURCE = "built in (synthetic, seeded; modelzoo.remote_sensing.synthetic)"
+SYNTHETIC_SOURCE = "built in (synthetic, seeded; modelzoo.data.synthetic)"
 register_dataset("synthetic_sen12ms", 0.15, SYNTHETIC_SOURCE, needs_root=False,
                  task_data=True)(synthetic.sen12ms_like)
 register_dataset("synthetic_plants", 0.15, SYNTHETIC_SOURCE, needs_root=False,

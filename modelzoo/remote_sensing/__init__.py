@@ -1,1 +1,0 @@
-"""Remote-sensing models, objectives, data readers and a synthetic Sentinel-like generator."""
