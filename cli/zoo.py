@@ -241,6 +241,15 @@ def import_(path: Path = typer.Argument(..., help="the published zoo's folder"),
             print(f"kept as factors only (not valid training settings here): {', '.join(source['unmapped'])}")
         if source["dropped_epochs"]:
             print(f"epochs not stored for every model, left out: {source['dropped_epochs']}")
+        if zoo.manifest.missing_states:
+            print(f"{len(zoo.manifest.missing_states)} states the source lacks, stored as NaN "
+                  f"(manifest: missing_states)")
+        if zoo.manifest.nonfinite_states:
+            print(f"{len(zoo.manifest.nonfinite_states)} states with non-finite weights, kept as "
+                  f"published (manifest: nonfinite_states)")
+        if source.get("metrics_offset") is not None:
+            print(f"metrics paired with checkpoints by training_iteration = epoch + "
+                  f"{source['metrics_offset']}")
 
 
 def main() -> None:

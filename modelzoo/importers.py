@@ -4,16 +4,26 @@ Formats (``../shared/REFERENCE.md``, "How the published zoos are stored"):
 
 - ``modelzoos`` (Model Zoos, NeurIPS 2022): a Ray Tune experiment folder; per model a folder with
   ``params.json`` (config keys such as ``model::nlin``, ``optim::lr``, ``seed``), ``result.json``
-  (one JSON line per epoch, line i = epoch i; train values of epoch 0 logged as -999) and
-  ``checkpoint_<epoch>/checkpoints`` (a torch state_dict, read with ``weights_only=True``: a file
-  that needs more is refused). The architecture is the registered one whose tensor shapes match the
-  checkpoint's, tensor by tensor in order.
-- ``unterthiner`` (Unterthiner et al. 2020, Small CNN Zoo): ``weights.npy`` [checkpoints, 4970] in
-  TensorFlow order (conv kernels HWIO, dense kernels [in, out]), ``metrics.csv.gz`` (one row per
-  checkpoint: ``config.*`` columns, ``step``, train/test accuracy and loss) and ``layout.csv`` (one
-  row per variable, in the order of our layout: ``varname``, ``start_idx``, ``end_idx`` [start, end)
-  of its columns). Consecutive rows with the same config and rising ``step`` are one model; stored
-  "epochs" are the ``step`` values. The imported architecture pads like TensorFlow's 'same'.
+  (one JSON line per epoch with its ``training_iteration``; train values of epoch 0 logged as -999)
+  and ``checkpoint_<epoch>/checkpoints`` (a torch state_dict, read with ``weights_only=True``: a
+  file that needs more is refused). A checkpoint's metrics are the line whose
+  ``training_iteration`` is its epoch plus an offset, detected per zoo and stored as
+  ``source.metrics_offset``: 0 where Ray counted the epoch-0 evaluation as iteration 0, 1 in older
+  zoos (without ``training_iteration``: line i is epoch i, offset null). The architecture is the
+  registered one whose tensor shapes match the checkpoint's, tensor by tensor in order.
+- ``unterthiner`` (Unterthiner et al. 2020, Small CNN Zoo, as google-research's
+  ``dnn_predict_accuracy`` publishes it): ``weights.npy`` [checkpoints, 4970] in TensorFlow order,
+  ``metrics.csv.gz`` (one row per checkpoint, sorted by checkpoint path: ``config.*`` columns,
+  ``modeldir``, ``step``, train/test accuracy and loss) and ``layout.csv`` (``varname``,
+  ``start_idx``, ``end_idx``, ``shape`` per Keras variable; each layer's bias before its kernel;
+  conv kernels HWIO, dense kernels [in, out]). A model is a ``modeldir``; its steps are sorted
+  numerically and are the stored "epochs" (0, 1, 2, 3, 20, 40, 60, 80, 86 in the published zoo).
+  An epoch a model lacks is stored as NaN for that model only and listed in the manifest's
+  ``missing_states``; a state with non-finite weights (a diverged run) is kept as published and
+  listed in ``nonfinite_states`` (the published loaders drop such runs: filter on that list to do
+  the same). The architecture is ``unterthiner_cnn`` with 'valid' padding, as Keras trained it,
+  and the data spec records the published inputs: pixels in [-1, 1], grayscale as the channel
+  mean (``dataset.scale: symmetric``), whole 32x32 SVHN / CIFAR-10 images.
 
 Config keys become our factor names (``activation``, ``init``, ``dropout``, ``optimizer``, ``lr``,
 ``weight_decay``, ``seed``, ...). A model's ``config`` holds the values our training accepts; values
@@ -59,6 +69,12 @@ UNTERTHINER_KEYS = {"config.activation": "activation", "config.w_init": "init",
                     "config.learning_rate": "lr", "config.l2reg": "weight_decay",
                     "config.train_fraction": "train_fraction", "config.init_std": "init_std",
                     "config.b_init": "b_init"}
+# the published ``config.dataset`` names (TFDS) -> ours, and the inputs the zoo was trained on:
+# pixels scaled to [-1, 1], grayscale as the channel mean, full 32x32 SVHN / CIFAR-10 images
+UNTERTHINER_DATASETS = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10": "cifar10",
+                        "svhn_cropped": "svhn"}
+UNTERTHINER_INPUTS = {"mnist": {}, "fashion_mnist": {}, "cifar10": {"grayscale": True},
+                      "svhn": {"grayscale": True, "center_crop": 32}}
 UNTERTHINER_METRICS = {"train_accuracy": "train_acc", "test_accuracy": "test_acc",
                        "train_loss": "train_loss", "test_loss": "test_loss"}
 # architectures a Model Zoos checkpoint is matched against, cheapest first
@@ -121,13 +137,15 @@ def read_modelzoos(root: Path) -> dict:
         metrics.append(_result_lines(folder / "result.json"))
         models.append({new: params[old] for old, new in MODELZOOS_KEYS.items() if old in params})
         models[-1]["epochs"] = params.get("training::epochs_train")
+    offset = _iteration_offset(metrics, states)
     epochs = sorted(set.intersection(*(set(s) for s in states)))
     dataset = _dataset_from(json.dumps(_read_json(folders[0] / "params.json")))
     return {"arch": arch[:2], "models": models, "epochs": epochs,
             "states": [np.stack([s[e] for e in epochs]) for s in states],
-            "metrics": [{k: np.array([m.get(e, {}).get(k, np.nan) for e in epochs], np.float32)
-                         for k in METRICS} for m in metrics],
-            "dataset": dataset, "dropped_epochs": sorted(set().union(*states) - set(epochs))}
+            "metrics": [{k: np.array([_line_of(m, e, offset).get(k, np.nan) for e in epochs],
+                                     np.float32) for k in METRICS} for m in metrics],
+            "dataset": dataset, "dropped_epochs": sorted(set().union(*states) - set(epochs)),
+            "metrics_offset": offset}
 
 
 def _checkpoint_tensors(path: Path) -> list[torch.Tensor]:
@@ -162,19 +180,43 @@ def _match_architecture(shapes: list, where: Path) -> tuple[str, dict, Layout]:
                    f"architecture (cnn_s, cnn_l, tetris_mlp, unterthiner_cnn, resnet18)")
 
 
-def _result_lines(path: Path) -> dict[int, dict[str, float]]:
-    """Metrics per epoch from result.json: line i is epoch i; -999 means not recorded."""
+def _result_lines(path: Path) -> list[dict]:
+    """The lines of result.json: metrics (-999 = not recorded -> NaN) and ``training_iteration``."""
     if not path.is_file():
         raise ZooError(f"{path}: missing (the per-epoch metrics)")
-    out = {}
+    out = []
     for i, line in enumerate(l for l in path.read_text().splitlines() if l.strip()):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise ZooError(f"{path}: line {i + 1} is not JSON") from None
-        out[i] = {k: float(row[k]) if isinstance(row.get(k), (int, float)) and row[k] != MISSING
+        values = {k: float(row[k]) if isinstance(row.get(k), (int, float)) and row[k] != MISSING
                   else np.nan for k in METRICS}
+        iteration = row.get("training_iteration")
+        out.append(values | {"line": i, "iteration": iteration if isinstance(iteration, int)
+                             else None})
     return out
+
+
+def _iteration_offset(lines: list[list[dict]], states: list[dict]) -> int | None:
+    """How a checkpoint's epoch relates to the ``training_iteration`` of its result line: 0 where
+    Ray counts the epoch-0 evaluation as iteration 0 (these zoos' trainables), 1 in older zoos
+    (iteration = epoch + 1); the offset pairing more checkpoints wins. None: the lines carry no
+    ``training_iteration``; then line i is epoch i."""
+    if not any(line["iteration"] is not None for model in lines for line in model):
+        return None
+    matches = {offset: sum(epoch + offset in {line["iteration"] for line in model}
+                           for model, state in zip(lines, states) for epoch in state)
+               for offset in (0, 1)}
+    return max(matches, key=lambda offset: (matches[offset], -offset))
+
+
+def _line_of(lines: list[dict], epoch: int, offset: int | None) -> dict:
+    """The result line of a checkpoint epoch ({} when there is none)."""
+    for line in lines:
+        if (line["iteration"] == epoch + offset) if offset is not None else line["line"] == epoch:
+            return line
+    return {}
 
 
 # -- Unterthiner et al. (weights.npy + metrics.csv.gz + layout.csv) ------------------------------
@@ -193,48 +235,140 @@ def read_unterthiner(root: Path) -> dict:
     if weights.ndim != 2 or weights.shape[1] != layout.size or len(table) != len(weights):
         raise ZooError(f"{root}: weights.npy is {weights.shape}, expected [{len(table)} rows of "
                        f"metrics.csv.gz, {layout.size}]")
-    missing = {"varname", "start_idx", "end_idx"} - set(variables.columns)
-    if missing or len(variables) != len(layout.entries) or "step" not in table.columns:
-        raise ZooError(f"{root}: layout.csv needs one row per variable ({len(layout.entries)}) "
-                       f"with varname, start_idx, end_idx, and metrics.csv.gz a step column")
-    config_cols = [c for c in table.columns if c.startswith("config.")]
-    keys = table[config_cols].astype(str).agg("|".join, axis=1).to_numpy()
-    steps = table["step"].to_numpy()
-    starts = [0] + [i for i in range(1, len(table))
-                    if keys[i] != keys[i - 1] or steps[i] <= steps[i - 1]]
-    bounds = list(zip(starts, starts[1:] + [len(table)]))
-    epochs = sorted(set.intersection(*(set(steps[a:b].tolist()) for a, b in bounds)))
-    models, states, metrics = [], [], []
-    for a, b in bounds:
-        rows = [a + list(steps[a:b]).index(e) for e in epochs]
-        states.append(np.stack([tf_to_torch(weights[r], variables, layout) for r in rows]))
+    if "step" not in table.columns:
+        raise ZooError(f"{root}: metrics.csv.gz has no step column")
+    placement = variable_placement(variables, layout, root / "layout.csv")
+    steps = pd.to_numeric(table["step"], errors="coerce").to_numpy()
+    if np.isnan(steps).any():
+        raise ZooError(f"{root}: metrics.csv.gz has a step that is not a number")
+    steps = steps.astype(np.int64)
+    groups = model_rows(table, steps)
+    epochs = sorted(set(steps.tolist()))
+    models, states, metrics, missing, nonfinite = [], [], [], [], []
+    for m, rows in enumerate(groups):
+        by_step = {int(steps[r]): r for r in rows}
+        if len(by_step) != len(rows):
+            raise ZooError(f"{root}: model {m} ({_model_name(table, rows[0])}) has two rows of "
+                           f"one step")
+        state = np.full((len(epochs), layout.size), np.nan, np.float32)
         values = {k: np.full(len(epochs), np.nan, np.float32) for k in METRICS}
-        for column, metric in UNTERTHINER_METRICS.items():
-            if column in table.columns:
-                values[metric] = table[column].to_numpy(np.float32)[rows]
+        for e, epoch in enumerate(epochs):
+            if epoch not in by_step:
+                missing.append([m, epoch])
+                continue
+            r = by_step[epoch]
+            state[e] = tf_to_torch(np.asarray(weights[r]), placement, layout)
+            if not np.isfinite(state[e]).all():
+                nonfinite.append([m, epoch])
+            for column, metric in UNTERTHINER_METRICS.items():
+                if column in table.columns:
+                    values[metric][e] = table[column].iloc[r]
+        states.append(state)
         metrics.append(values)
-        row = table.iloc[a]
-        models.append({new: _plain(row[old]) for old, new in UNTERTHINER_KEYS.items()
+        first = table.iloc[rows[0]]
+        models.append({new: _plain(first[old]) for old, new in UNTERTHINER_KEYS.items()
                        if old in table.columns})
-    return {"arch": ("unterthiner_cnn", {"in_channels": 1, "tf_padding": True}),
+    dataset = None
+    if "config.dataset" in table.columns:
+        dataset = UNTERTHINER_DATASETS.get(str(table["config.dataset"].iloc[0]))
+    return {"arch": ("unterthiner_cnn", {"in_channels": 1, "padding": "valid"}),
             "models": models, "epochs": [int(e) for e in epochs], "states": states,
-            "metrics": metrics, "dropped_epochs": sorted(set(steps.tolist()) - set(epochs))}
+            "metrics": metrics, "dropped_epochs": [], "dataset": dataset,
+            "missing_states": missing, "nonfinite_states": nonfinite}
 
 
-def tf_to_torch(row: np.ndarray, variables: pd.DataFrame, layout: Layout) -> np.ndarray:
-    """One TensorFlow-ordered weight row -> our flat vector: conv kernels HWIO -> OIHW, dense
-    kernels [in, out] -> [out, in], biases unchanged; variables in layout.csv order."""
+def model_rows(table: pd.DataFrame, steps: np.ndarray) -> list[list[int]]:
+    """Row indices of each model, models in order of first appearance. Models are told apart by
+    ``modeldir`` (the published files; rows come sorted by checkpoint path, so a model's steps are
+    0, 1, 2, 20, 3, 40, ...), else by the checkpoint path in the first column
+    (``<modeldir>/permanent_ckpt-N``), else by config columns and a step that does not rise."""
+    if "modeldir" in table.columns:
+        keys = table["modeldir"].astype(str).to_numpy()
+    elif table.columns[0].startswith("Unnamed") and \
+            table.iloc[:, 0].astype(str).str.contains("/").all():
+        keys = table.iloc[:, 0].astype(str).str.rsplit("/", n=1).str[0].to_numpy()
+    else:
+        config = table[[c for c in table.columns if c.startswith("config.")]].astype(str)
+        keys = config.agg("|".join, axis=1).to_numpy() if len(config.columns) else \
+            np.array([""] * len(table))
+        run, model = [], 0
+        for i in range(len(table)):
+            if i and (keys[i] != keys[i - 1] or steps[i] <= steps[i - 1]):
+                model += 1
+            run.append(str(model))
+        keys = np.array(run)
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _model_name(table: pd.DataFrame, row: int) -> str:
+    return str(table["modeldir"].iloc[row]) if "modeldir" in table.columns else f"row {row}"
+
+
+def variable_placement(variables: pd.DataFrame, layout: Layout,
+                       where: Path) -> list[tuple[int, int, tuple[int, ...]]]:
+    """For each entry of our layout: (start, end, TensorFlow shape) of its columns in a weights row.
+
+    ``layout.csv`` names Keras variables (``sequential/conv2d/bias:0``, ``.../kernel:0``; the
+    published file lists each layer's bias before its kernel) with ``start_idx``, ``end_idx`` and
+    ``shape``. Layers are matched to ours in order of first appearance (conv1, conv2, conv3, fc),
+    kernels to ``weight`` and biases to ``bias``; without a ``shape`` column the TensorFlow shape
+    follows from ours (HWIO kernels, [in, out] dense kernels)."""
+    needed = {"varname", "start_idx", "end_idx"}
+    if not needed <= set(variables.columns) or len(variables) != len(layout.entries):
+        raise ZooError(f"{where}: needs one row per variable ({len(layout.entries)}) with varname, "
+                       f"start_idx, end_idx (and shape)")
+    layers: list[str] = []
+    found: dict[str, tuple[int, int, tuple[int, ...] | None]] = {}
+    for _, var in variables.iterrows():
+        parts = str(var["varname"]).split(":")[0].split("/")
+        if len(parts) < 2 or parts[-1] not in ("kernel", "bias"):
+            raise ZooError(f"{where}: variable {var['varname']!r} is not a layer's kernel or bias")
+        if parts[-2] not in layers:
+            layers.append(parts[-2])
+        shape = None
+        if "shape" in variables.columns and isinstance(var["shape"], str):
+            shape = tuple(int(d) for d in re.findall(r"\d+", var["shape"]))
+        found[f"{layers.index(parts[-2])}.{parts[-1]}"] = (int(var["start_idx"]),
+                                                          int(var["end_idx"]), shape)
+    ours = list(dict.fromkeys(e.name.rsplit(".", 1)[0] for e in layout.entries))
+    placement = []
+    for entry in layout.entries:
+        module, kind = entry.name.rsplit(".", 1)
+        key = f"{ours.index(module)}.{'kernel' if kind == 'weight' else 'bias'}"
+        if key not in found:
+            raise ZooError(f"{where}: no variable for {entry.name} (layers found: {layers})")
+        start, end, shape = found[key]
+        tf_shape = tf_shape_of(entry.shape)
+        if end - start != entry.size or (shape is not None and shape != tf_shape):
+            raise ZooError(f"{where}: {layers[int(key.split('.')[0])]}/{key.split('.')[1]} is "
+                           f"{shape or end - start}, {entry.name} needs {tf_shape}")
+        placement.append((start, end, tf_shape))
+    return placement
+
+
+def tf_shape_of(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """TensorFlow's shape of one of our tensors: conv OIHW -> HWIO, dense [out, in] -> [in, out]."""
+    if len(shape) == 4:
+        o, i, h, w = shape
+        return (h, w, i, o)
+    return tuple(shape[::-1]) if len(shape) == 2 else tuple(shape)
+
+
+def tf_to_torch(row: np.ndarray, placement: list[tuple[int, int, tuple[int, ...]]],
+                layout: Layout) -> np.ndarray:
+    """One TensorFlow-ordered weight row -> our flat vector (conv kernels HWIO -> OIHW, dense
+    kernels [in, out] -> [out, in], biases unchanged), reading each tensor where ``placement``
+    says it lies."""
     parts = []
-    for (_, var), entry in zip(variables.iterrows(), layout.entries):
-        values = np.asarray(row[int(var["start_idx"]):int(var["end_idx"])], dtype=np.float32)
-        if values.size != entry.size:
-            raise ZooError(f"layout.csv: {var['varname']} has {values.size} values, "
-                           f"{entry.name} needs {entry.size}")
+    for (start, end, tf_shape), entry in zip(placement, layout.entries):
+        values = np.asarray(row[start:end], dtype=np.float32).reshape(tf_shape)
         if len(entry.shape) == 4:
-            o, i, h, w = entry.shape
-            values = values.reshape(h, w, i, o).transpose(3, 2, 0, 1)
+            values = values.transpose(3, 2, 0, 1)
         elif len(entry.shape) == 2:
-            values = values.reshape(entry.shape[::-1]).T
+            values = values.T
         parts.append(values.reshape(-1))
     return np.concatenate(parts)
 
@@ -242,7 +376,8 @@ def tf_to_torch(row: np.ndarray, variables: pd.DataFrame, layout: Layout) -> np.
 # -- writing -------------------------------------------------------------------------------------
 def _write(root: Path, name: str, fmt: str, source: Path, dataset: str, arch: tuple,
            models: list[dict], epochs: list[int], states: list[np.ndarray],
-           metrics: list[dict], dropped_epochs: list) -> None:
+           metrics: list[dict], dropped_epochs: list, missing_states: list | None = None,
+           nonfinite_states: list | None = None, metrics_offset: int | None = None) -> None:
     if not epochs:
         raise ZooError(f"{source}: the models share no stored epoch")
     layout = Layout.of(create_model(arch[0], **arch[1]))
@@ -263,11 +398,17 @@ def _write(root: Path, name: str, fmt: str, source: Path, dataset: str, arch: tu
                     if len({json.dumps(m.get(k)) for m in models}) > 1]
     spec_factors = {k: sorted({getattr(c, k) for c in configs}, key=str)
                     for k in factor_names if k not in unmapped}
+    data = {"name": dataset}
+    if fmt == "unterthiner":
+        data |= {"scale": "symmetric", **UNTERTHINER_INPUTS.get(dataset, {"grayscale": True})}
     spec = parse_spec({"name": name, "description": f"imported from {fmt}: {source.name}",
-                       "architecture": {"name": arch[0], **arch[1]}, "dataset": {"name": dataset},
+                       "architecture": {"name": arch[0], **arch[1]}, "dataset": data,
                        "training": configs[0].model_dump(mode="json"), "factors": spec_factors},
                       f"imported spec of {source}")
-    unrecorded = [k for k in METRICS if any(np.isnan(m[k]).any() for m in metrics)]
+    gaps = {(m, e) for m, e in (missing_states or [])}
+    unrecorded = [k for k in METRICS if any(
+        np.isnan(v[k][i]) for n, v in enumerate(metrics) for i, e in enumerate(epochs)
+        if (n, e) not in gaps)]
     digest = hashlib.sha256(np.ascontiguousarray(states[0]).tobytes()).hexdigest()
     writer = ArchiveWriter.create(root, Manifest.new(
         name=name, fingerprint=f"import:{fmt}:{len(models)}:{digest}",
@@ -277,7 +418,9 @@ def _write(root: Path, name: str, fmt: str, source: Path, dataset: str, arch: tu
                 for c, m in zip(configs, models)],
         shard_size=DEFAULT_SHARD_SIZE, unrecorded_metrics=unrecorded,
         source={"kind": "import", "format": fmt, "path": str(source),
-                "unmapped": sorted(unmapped), "dropped_epochs": dropped_epochs}))
+                "unmapped": sorted(unmapped), "dropped_epochs": dropped_epochs}
+        | ({} if metrics_offset is None else {"metrics_offset": metrics_offset}),
+        missing_states=missing_states or None, nonfinite_states=nonfinite_states or None))
     writer.write_all([ModelRun(s.astype(np.float32), m) for s, m in zip(states, metrics)])
 
 

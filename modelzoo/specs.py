@@ -52,6 +52,11 @@ class DatasetSpec(Strict):
     val_size: float | int | None = None
     split_seed: int = 42
     options: dict[str, Any] = {}  # reader arguments of task data sets (sample count, patch size)
+    # "standardize": per-channel mean / std of the train split; "symmetric": pixels mapped to
+    # [-1, 1] and grayscale as the channel mean, as the Small CNN Zoo was trained. Left out of
+    # the spec's JSON at its default, so archives and fingerprints of earlier zoos are unchanged.
+    scale: Literal["standardize", "symmetric"] = Field(
+        default="standardize", exclude_if=lambda value: value == "standardize")
 
     @field_validator("name")
     @classmethod

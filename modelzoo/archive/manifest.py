@@ -14,6 +14,8 @@ the same zoo gives a byte-identical manifest. Keys (DATASET_CARD.md documents ea
 - ``shards``: completed shards (``file``, ``models`` [start, stop), ``sha256``, ``bytes``);
 - ``twins``: sparsified twin sets by name (``modelzoo.archive.twins``); ``exports``: safetensors
   files (``file``, ``sha256``); ``source``: where an imported or sampled zoo came from;
+  ``missing_states`` / ``nonfinite_states``: [model, epoch] pairs of an imported zoo whose source
+  lacks the state / holds non-finite weights;
   ``partial_download``: what a ``zoo download --include`` left out; ``complete``.
 """
 
@@ -101,7 +103,8 @@ class Manifest:
             models: list[tuple[dict, dict]], shard_size: int = DEFAULT_SHARD_SIZE,
             metrics: list[str] | tuple[str, ...] = METRICS, task: str | None = None,
             primary_metric: str | None = None, unrecorded_metrics: list[str] | None = None,
-            source: dict | None = None) -> "Manifest":
+            source: dict | None = None, missing_states: list[list[int]] | None = None,
+            nonfinite_states: list[list[int]] | None = None) -> "Manifest":
         """The manifest of a new, empty archive. ``models``: (config, factor values) per model, as
         JSON; ``task`` / ``primary_metric`` are stored when given (generated zoos), ``source`` for
         imported and sampled zoos."""
@@ -119,6 +122,10 @@ class Manifest:
             data["unrecorded_metrics"] = list(unrecorded_metrics)
         if source is not None:
             data["source"] = source
+        if missing_states:
+            data["missing_states"] = missing_states
+        if nonfinite_states:
+            data["nonfinite_states"] = nonfinite_states
         return cls(data | {"shards": [], "complete": False})
 
     @classmethod
@@ -227,6 +234,16 @@ class Manifest:
     @property
     def unrecorded_metrics(self) -> set[str]:
         return set(self.data.get("unrecorded_metrics", []))
+
+    @property
+    def missing_states(self) -> set[tuple[int, int]]:
+        """(model, epoch) states an imported zoo's source lacks: weights and metrics are NaN."""
+        return {(m, e) for m, e in self.data.get("missing_states", [])}
+
+    @property
+    def nonfinite_states(self) -> set[tuple[int, int]]:
+        """(model, epoch) states whose source weights are NaN / inf (a diverged run), kept as is."""
+        return {(m, e) for m, e in self.data.get("nonfinite_states", [])}
 
     @property
     def source(self) -> dict | None:

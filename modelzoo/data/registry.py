@@ -89,9 +89,12 @@ def register_dataset(name: str, val_size: int | float, source: str, needs_root: 
     return wrap
 
 
-def _grayscale(x: torch.Tensor) -> torch.Tensor:
+def _grayscale(x: torch.Tensor, mean: bool = False) -> torch.Tensor:
+    """One channel: ITU-R 601 luma of the RGB channels, or (``mean``) the mean of all channels."""
     if x.shape[1] == 1:
         return x
+    if mean:
+        return x.mean(dim=1, keepdim=True)
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
     return (x[:, :3] * weights).sum(dim=1, keepdim=True)
 
@@ -110,10 +113,11 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def preprocess(x: torch.Tensor, grayscale=False, center_crop=None, resize=None) -> torch.Tensor:
+def preprocess(x: torch.Tensor, grayscale=False, center_crop=None, resize=None,
+               grayscale_mean=False) -> torch.Tensor:
     """Grayscale, then centre crop, then resize (each optional), on float images [N, C, H, W]."""
     if grayscale:
-        x = _grayscale(x)
+        x = _grayscale(x, grayscale_mean)
     if center_crop:
         x = _center_crop(x, center_crop)
     if resize:
@@ -135,7 +139,7 @@ def split_off(split: Split, size: int | float, seed: int) -> tuple[Split, Split]
 def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | None = None,
                    center_crop: int | None = None, resize: int | None = None,
                    val_size: int | float | None = None, split_seed: int = 42,
-                   options: dict | None = None) -> DataSplits | TaskData:
+                   options: dict | None = None, scale: str = "standardize") -> DataSplits | TaskData:
     """Load, preprocess, split and normalise a registered data set.
 
     Image-classification data sets return ``DataSplits``; task data sets (registered with
@@ -143,7 +147,8 @@ def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | 
 
     Options left as None take the data set's published defaults. The validation split is cut from
     the training split with a seeded random split (seed 42 as in the published zoos) unless the
-    publisher ships one. Normalisation uses the train split's per-channel mean and std.
+    publisher ships one. ``scale="standardize"``: the train split's per-channel mean and std;
+    ``"symmetric"``: pixels [0, 1] -> [-1, 1], grayscale as the channel mean (the Small CNN Zoo).
     """
     if name not in DATASETS:
         raise ZooError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
@@ -174,7 +179,14 @@ def create_dataset(name: str, root: str | Path | None = None, grayscale: bool | 
     val = raw.val
     if val is None:
         train, val = split_off(train, entry.val_size if val_size is None else val_size, split_seed)
-    splits = [Split(preprocess(s.x, **opts), s.y) for s in (train, val, test)]
+    if scale not in ("standardize", "symmetric"):
+        raise ZooError(f"dataset {name!r}: scale {scale!r}: use standardize or symmetric")
+    symmetric = scale == "symmetric"
+    splits = [Split(preprocess(s.x * 2 - 1 if symmetric else s.x, **opts, grayscale_mean=symmetric),
+                    s.y) for s in (train, val, test)]
+    if symmetric:
+        train, val, test = (Split(s.x.contiguous(), s.y.long()) for s in splits)
+        return DataSplits(name, train, val, test, list(raw.classes))
     mean = splits[0].x.mean(dim=(0, 2, 3), keepdim=True)
     std = splits[0].x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     train, val, test = (Split(((s.x - mean) / std).contiguous(), s.y.long()) for s in splits)

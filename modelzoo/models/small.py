@@ -4,6 +4,7 @@ Unterthiner et al.'s CNN."""
 import torch.nn.functional as F
 from torch import nn
 
+from modelzoo.errors import ZooError
 from modelzoo.models.base import ZooModel
 from modelzoo.models.registry import register_model
 
@@ -74,27 +75,36 @@ class CNNLarge(ZooModel):
 class UnterthinerCNN(ZooModel):
     """Unterthiner et al. (2020): 3 x Conv(16, k3, stride 2) -> global average pool -> Dense(10).
 
-    4,970 parameters on one input channel. Padding 1 on every side by default; ``tf_padding=True``
-    pads as TensorFlow's 'same' does (the extra row / column at the bottom / right when the total
-    is odd), which imported Unterthiner models need to compute their original function. The
-    parameter count and tokens are the same either way.
+    4,970 parameters on one input channel. ``padding``:
+    - ``"symmetric"`` (default, our own zoos): 1 pixel on every side;
+    - ``"valid"``: none, as the published Small CNN Zoo was trained (Keras' default): 28x28 inputs
+      give 13x13, 6x6, 2x2 maps;
+    - ``"same"``: TensorFlow's 'same' (the odd pixel of the total padding after the input).
+    ``tf_padding=True`` is the older name of ``padding="same"`` (archives written before keep it).
+    The parameter count and tokens are the same in every mode.
     """
 
+    PADDINGS = ("symmetric", "valid", "same")
+
     def __init__(self, in_channels=1, num_classes=10, filters=16, activation="relu", dropout=0.0,
-                 init="uniform", bias_init=0.01, tf_padding=False):
+                 init="uniform", bias_init=0.01, padding="symmetric", tf_padding=False):
         super().__init__(activation, dropout, init, bias_init)
-        self.tf_padding = tf_padding
-        padding = 0 if tf_padding else 1
-        self.conv1 = nn.Conv2d(in_channels, filters, 3, stride=2, padding=padding)
-        self.conv2 = nn.Conv2d(filters, filters, 3, stride=2, padding=padding)
-        self.conv3 = nn.Conv2d(filters, filters, 3, stride=2, padding=padding)
+        if tf_padding:
+            padding = "same"
+        if padding not in self.PADDINGS:
+            raise ZooError(f"unterthiner_cnn padding {padding!r}: use symmetric, valid or same")
+        self.padding = padding
+        conv_padding = 1 if padding == "symmetric" else 0
+        self.conv1 = nn.Conv2d(in_channels, filters, 3, stride=2, padding=conv_padding)
+        self.conv2 = nn.Conv2d(filters, filters, 3, stride=2, padding=conv_padding)
+        self.conv3 = nn.Conv2d(filters, filters, 3, stride=2, padding=conv_padding)
         self.fc = nn.Linear(filters, num_classes)
         self.drops = nn.ModuleList(self.drop(i) for i in range(3))
         self.reset_parameters()
 
     def forward(self, x, dropout_key=None, dropout_p=None):
         for conv, drop in zip((self.conv1, self.conv2, self.conv3), self.drops):
-            if self.tf_padding:
+            if self.padding == "same":
                 x = F.pad(x, tf_same_padding(x.shape[-2:], kernel=3, stride=2))
             x = drop(self.act(conv(x)), dropout_key, dropout_p)
         return F.log_softmax(self.fc(x.mean(dim=(2, 3))), dim=-1)
