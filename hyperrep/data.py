@@ -22,9 +22,14 @@ class ZooTokens:
         self.param_layer[self.tokens.index[self.tokens.mask]] = \
             self.tokens.token_layer[:, None].expand_as(self.tokens.index)[self.tokens.mask]
         weights = torch.from_numpy(zoo.weights(self.epochs))  # [M, E, P]
+        # an imported zoo may hold NaN states (a step its source lacks, a diverged run): such a
+        # model is left out whole, so every model keeps all its epochs
+        usable = torch.isfinite(weights).flatten(1).all(1).numpy()
+        self.left_out = [m for m, ok in zip(zoo.model_ids, usable) if not ok]
+        weights = weights[torch.from_numpy(usable)]
         self.flat = weights.reshape(-1, zoo.n_params)
-        self.models = np.repeat(zoo.model_ids, len(self.epochs))
-        self.sample_epochs = np.tile(self.epochs, len(zoo))
+        self.models = np.repeat(np.asarray(zoo.model_ids)[usable], len(self.epochs))
+        self.sample_epochs = np.tile(self.epochs, int(usable.sum()))
         self.layer_scale: torch.Tensor | None = None
         self.plan: PermutationPlan | None = None
         self.reference: torch.Tensor | None = None  # set by canonicalise

@@ -239,7 +239,8 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
             sampled[name] = flat
         n_kept = cfg.keep_best or cfg.n
         seeds = [SEED_OFFSET + cfg.seed * 10_000 + i for i in range(n_kept)]
-        test_models = [int(m) for m in run_config["splits"]["test"][:n_kept]]
+        test_models = [int(m) for m in run_config["splits"]["test"]
+                       if int(m) not in data.left_out][:n_kept]
         finals = np.stack([zoo.flat(m, zoo.epochs[-1]) for m in test_models])
         methods = {name: ([base] * n_kept, flat) for name, flat in sampled.items()}
         methods["B_T"] = ([base] * n_kept, None)

@@ -317,3 +317,28 @@ def test_tf_same_padding_layer_matches_the_reference():
     reference = tf_same_conv_relu(x.numpy().transpose(0, 2, 3, 1), kernel,
                                   net.conv1.bias.detach().numpy())
     assert np.allclose(ours, reference, atol=1e-5)
+
+
+def test_hyperrep_runs_on_imported_zoos(modelzoos_folder, unterthiner_folder, tmp_path):
+    """hyperrep trains and embeds on an imported zoo; models with NaN states (a missing step, a
+    diverged run) are left out of its samples whole."""
+    from hyperrep.data import ZooTokens
+
+    ut = tmp_path / "ut"
+    assert run_cli("cli.zoo", "import", str(unterthiner_folder[0]), "--format", "unterthiner",
+                   "--out", str(ut)).returncode == 0
+    with open_zoo(ut) as zoo:
+        data = ZooTokens(zoo, 64, None)
+        assert data.left_out == [1, 2] and set(data.models) == {0}
+        assert torch.isfinite(data.flat).all() and len(data.flat) == len(zoo.epochs) - 1
+    zoo = tmp_path / "mz"
+    assert run_cli("cli.zoo", "import", str(modelzoos_folder), "--format", "modelzoos", "--out",
+                   str(zoo)).returncode == 0
+    run = tmp_path / "run"
+    steps = [("cli.hyperrep", "train", str(zoo), "--out", str(run), "--epochs", "1"),
+             ("cli.hyperrep", "embed", str(run), str(zoo), "--out", str(tmp_path / "e.npz"),
+              "--device", "auto")]
+    for step in steps:
+        result = run_cli(*step)
+        assert result.returncode == 0, (step[:2], result.stderr[-2000:])
+    assert np.load(tmp_path / "e.npz")["embedding"].shape[0] == 3 * 2
