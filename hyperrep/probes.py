@@ -7,6 +7,7 @@ from 1e3 down to 1e-5, R^2 on test. Categorical factors: logistic regression, C 
 validation, accuracy on test. S(W) + gradient-boosted trees is the strong non-linear baseline.
 """
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -89,9 +90,21 @@ def probe_targets(table, factor_names: list[str],
 def run_probes(features: dict[str, np.ndarray], targets: dict[str, tuple[str, np.ndarray]],
                split: dict[str, np.ndarray], gbt_on: str = "S(W)") -> dict:
     """Results shaped {property: {"metric": .., "<feature set>": score, "S(W)+GBT": score}}."""
-    warnings.filterwarnings("ignore", category=LinAlgWarning)  # tiny alphas on wide W
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tiny C on few samples
-    warnings.filterwarnings("ignore", message="Singular matrix")  # ridge falls back to lstsq
+    with quiet_probe_warnings():
+        return _run_probes(features, targets, split, gbt_on)
+
+
+@contextlib.contextmanager
+def quiet_probe_warnings():
+    """Silence, for the probes only, what the regularisation sweeps are expected to raise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=LinAlgWarning)  # tiny alphas on wide W
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tiny C on few samples
+        warnings.filterwarnings("ignore", message="Singular matrix")  # ridge falls back to lstsq
+        yield
+
+
+def _run_probes(features, targets, split, gbt_on) -> dict:
     results = {}
     tr, va, te = split["train"], split["val"], split["test"]
     for name, (metric, y) in targets.items():
@@ -112,9 +125,10 @@ def ridge_predictions(x: np.ndarray, y: np.ndarray, split: dict[str, np.ndarray]
     tr, va, te = split["train"], split["val"], split["test"]
     scaler = StandardScaler().fit(x[tr])
     xs = scaler.transform(x)
-    best = max(ALPHAS, key=lambda a: r2_score(y[va], Ridge(alpha=a).fit(xs[tr], y[tr])
-                                              .predict(xs[va])))
-    return Ridge(alpha=best).fit(xs[tr], y[tr]).predict(xs[te])
+    with quiet_probe_warnings():
+        best = max(ALPHAS, key=lambda a: r2_score(y[va], Ridge(alpha=a).fit(xs[tr], y[tr])
+                                                  .predict(xs[va])))
+        return Ridge(alpha=best).fit(xs[tr], y[tr]).predict(xs[te])
 
 
 def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict) -> list:

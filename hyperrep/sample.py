@@ -136,7 +136,7 @@ def recalibrated(zoo: Zoo, config: TrainingConfig, flat: np.ndarray, images: tor
         return flat
     out = flat.copy()
     for i, row in enumerate(flat):
-        net.load_state_dict(zoo.layout.unflatten(row), strict=False)
+        zoo.layout.load_into(net, row)
         recalibrate_batchnorm(net, images)
         out[i] = zoo.layout.flatten(net.state_dict())
     return out

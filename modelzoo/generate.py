@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from modelzoo.archive import DEFAULT_SHARD_SIZE, ArchiveWriter, Layout, Manifest, ModelRun
+from modelzoo.archive import (DEFAULT_SHARD_SIZE, ArchiveWriter, Layout, Manifest, ModelRun,
+                              writing)
 from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
 from modelzoo.specs import TrainingConfig, ZooSpec
@@ -81,22 +82,23 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
     data = load_data(spec, data_root)
     if spec.task.pretrained and not (Path(spec.task.pretrained) / "manifest.json").is_file():
         raise ZooError(f"task.pretrained: {spec.task.pretrained} is not a zoo archive")
-    writer = ArchiveWriter.open(out, zoo_manifest(spec, shard_size or DEFAULT_SHARD_SIZE))
-    configs = spec.configs()
-    total = writer.n_models
-    done = total - sum(stop - start for start, stop in writer.pending())
-    if on_shard:
-        on_shard(done, total)
-    if backend == "ray":
-        from modelzoo.backends import run_ray
-
-        shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus)
-    else:
-        shards = train_shards(spec, configs, writer.pending(), data, device, population_size)
-    for start, stop, runs in shards:
-        writer.write_shard(start, stop, runs)
-        done += stop - start
+    with writing(out):
+        writer = ArchiveWriter.open(out, zoo_manifest(spec, shard_size or DEFAULT_SHARD_SIZE))
+        configs = spec.configs()
+        total = writer.n_models
+        done = total - sum(stop - start for start, stop in writer.pending())
         if on_shard:
             on_shard(done, total)
-    writer.finalize()
+        if backend == "ray":
+            from modelzoo.backends import run_ray
+
+            shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus)
+        else:
+            shards = train_shards(spec, configs, writer.pending(), data, device, population_size)
+        for start, stop, runs in shards:
+            writer.write_shard(start, stop, runs)
+            done += stop - start
+            if on_shard:
+                on_shard(done, total)
+        writer.finalize()
     return out

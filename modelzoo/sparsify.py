@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from modelzoo.archive import Layout, Manifest, ModelRun, shard_ranges, validate_archive
+from modelzoo.archive import Layout, Manifest, ModelRun, shard_ranges, validate_archive, writing
 from modelzoo.archive.twins import prunable, write_twin_shard
 from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
@@ -76,7 +76,7 @@ def structured_masks(flat: np.ndarray, layout: Layout, arch: str, arch_kwargs: d
     masks = np.ones(np.atleast_2d(flat).shape, dtype=bool)
     for row, values in enumerate(np.atleast_2d(flat)):
         model = create_model(arch, **arch_kwargs).eval()
-        model.load_state_dict(layout.unflatten(values), strict=False)
+        layout.load_into(model, values)
         names = {module: name for name, module in model.named_modules()}
         classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         pruner = tp.pruner.MagnitudePruner(
@@ -123,7 +123,7 @@ def variational_dropout_twin(arch: str, arch_kwargs: dict, config: TrainingConfi
     device = torch.device(device)
     model = build_model(arch, arch_kwargs, config).to(device)
     layout = Layout.of(model)
-    model.load_state_dict(layout.unflatten(initial), strict=False)
+    layout.load_into(model, initial)
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
     noisy = [e.name for e in layout.entries if e.kind == "param" and len(e.shape) >= 2]
     log_sigma2 = {n: torch.full_like(params[n], LOG_SIGMA2_INIT, requires_grad=True) for n in noisy}
@@ -145,7 +145,9 @@ def variational_dropout_twin(arch: str, arch_kwargs: dict, config: TrainingConfi
     recorder = RunRecorder()
 
     def record(state):
-        model.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(state[name])
         recorder.add_splits(layout.flatten(model.state_dict()),
                             {name: evaluate(model, split) for name, split in splits.items()})
 
@@ -225,35 +227,36 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         data = load_data(zoo.spec)
         specs = [TwinSpec(method, float(r), scope, epoch, finetune_epochs) for r in ratios] \
             if method != "variational-dropout" else [TwinSpec(method, None, "global", epoch, finetune_epochs)]
-        manifest = Manifest.read(root)
-        arch, arch_kwargs = manifest.architecture, manifest.architecture_kwargs
-        for spec in specs:
-            entry = manifest.twin_entry(spec.name, spec.settings())
-            done = {tuple(s["models"]) for s in entry["shards"]}
-            for start, stop in shard_ranges(len(zoo), manifest.shard_size):
-                if (start, stop) in done:
-                    continue
-                models = list(range(start, stop))
-                dense = np.stack([zoo.flat(m, epoch) for m in models])
-                configs = [zoo.config(m).model_copy(update={
-                    "epochs": finetune_epochs, "save_epochs": None,
-                    "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
-                if spec.ratio is None:
-                    pairs = [variational_dropout_twin(arch, arch_kwargs, c, data, d,
-                                                      finetune_epochs, device)
-                             for c, d in zip(configs, dense)]
-                    runs, masks = [p[0] for p in pairs], np.stack([p[1] for p in pairs])
-                else:
-                    if method == "structured":
-                        masks = structured_masks(dense, zoo.layout, arch, arch_kwargs,
-                                                 data.input_shape, spec.ratio, scope)
+        with writing(root):
+            manifest = Manifest.read(root)
+            arch, arch_kwargs = manifest.architecture, manifest.architecture_kwargs
+            for spec in specs:
+                entry = manifest.twin_entry(spec.name, spec.settings())
+                done = {tuple(s["models"]) for s in entry["shards"]}
+                for start, stop in shard_ranges(len(zoo), manifest.shard_size):
+                    if (start, stop) in done:
+                        continue
+                    models = list(range(start, stop))
+                    dense = np.stack([zoo.flat(m, epoch) for m in models])
+                    configs = [zoo.config(m).model_copy(update={
+                        "epochs": finetune_epochs, "save_epochs": None,
+                        "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
+                    if spec.ratio is None:
+                        pairs = [variational_dropout_twin(arch, arch_kwargs, c, data, d,
+                                                          finetune_epochs, device)
+                                 for c, d in zip(configs, dense)]
+                        runs, masks = [p[0] for p in pairs], np.stack([p[1] for p in pairs])
                     else:
-                        masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
-                    runs = train_configs(zoo.spec, configs, data, device, population_size,
-                                         initial=dense * masks, masks=masks)
-                write_twin_shard(root, manifest, entry, start, stop, runs, masks)
-                if on_shard is not None:
-                    on_shard(spec.name, stop - start)
-            manifest.complete_twins(spec.name)
-            manifest.save(root)
+                        if method == "structured":
+                            masks = structured_masks(dense, zoo.layout, arch, arch_kwargs,
+                                                     data.input_shape, spec.ratio, scope)
+                        else:
+                            masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
+                        runs = train_configs(zoo.spec, configs, data, device, population_size,
+                                             initial=dense * masks, masks=masks)
+                    write_twin_shard(root, manifest, entry, start, stop, runs, masks)
+                    if on_shard is not None:
+                        on_shard(spec.name, stop - start)
+                manifest.complete_twins(spec.name)
+                manifest.save(root)
     return [s.name for s in specs]

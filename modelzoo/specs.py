@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelzoo.data import DATASETS
-from modelzoo.errors import ZooError
+from modelzoo.errors import ZooError, validation_error_line
 from modelzoo.models import ACTIVATIONS, INIT_METHODS, MODELS
 
 
@@ -159,8 +159,18 @@ LATER_SETTINGS = {"task": TaskSpec().model_dump(mode="json"), "dataset.options":
                   "training.temperature": 0.07, "training.task_weighting": "dynamic"}
 
 
+MAX_MODELS = 10_000_000  # models per zoo (the published zoos hold up to 30,000 per data set)
+
+
 class RangeFactor(Strict):
     range: tuple[int, int]
+
+    @field_validator("range")
+    @classmethod
+    def _not_empty(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] >= value[1]:
+            raise ValueError(f"range {list(value)} holds no value (it is start..stop-1)")
+        return value
 
 
 class RandomFactor(Strict):
@@ -197,6 +207,13 @@ class ZooSpec(Strict):
 
     @model_validator(mode="after")
     def _configs_valid(self):
+        sizes = [v.range[1] - v.range[0] if isinstance(v, RangeFactor) else
+                 v.random if isinstance(v, RandomFactor) else len(v) for v in self.factors.values()]
+        total = 1
+        for size in sizes:
+            total *= size
+        if total > MAX_MODELS:
+            raise ValueError(f"the factors make {total:,} models; at most {MAX_MODELS:,} per zoo")
         self.factor_values()  # raises on a bad factor value
         task_data = DATASETS[self.dataset.name].task_data
         if task_data and self.task.name == "classification":
@@ -252,18 +269,6 @@ class ZooSpec(Strict):
                 holder.pop(name)
         # key order matters: the order of the factors defines the order of the models
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
-
-
-def validation_error_line(exc: ValidationError, source: str) -> str:
-    """One line for a pydantic error: the source, the key path and the message."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "list[",
-                                                                           "RangeFactor",
-                                                                           "RandomFactor")))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return f"{source}: {where}: {msg}" if where else f"{source}: {msg}"
 
 
 def parse_spec(data: Any, source: str = "spec") -> ZooSpec:

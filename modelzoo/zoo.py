@@ -30,8 +30,7 @@ class Zoo(ArchiveReader):
         """The stored model as a ready ``nn.Module`` in eval mode."""
         net = build_model(self.manifest.architecture, self.manifest.architecture_kwargs,
                           self.config(model))
-        net.load_state_dict(self.state_dict(model, epoch), strict=False)
-        return net.eval()
+        return self.layout.load_into(net, self.flat(model, epoch)).eval()
 
     def dataset(self, split: str = "train", epochs: list[int] | None = None,
                 properties: tuple[str, ...] = ("test_acc", "gap", "epoch"), seed: int = 0):

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from modelzoo import open_zoo
-from modelzoo.archive import validate_archive
+from modelzoo.archive import validate_archive, writing
 from modelzoo.archive.export import export_safetensors, load_safetensors_state
 from modelzoo.data import create_dataset
 from modelzoo.errors import ZooError
@@ -74,13 +74,38 @@ def test_killed_generation_resumes_to_the_same_archive(tetris_zoo, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert not manifest["complete"] and len(manifest["shards"]) < 3
     assert validate_archive(out) == []  # what is there is sound
+    # the killed run's lock is released by the OS: the next run takes it over and finishes
     result = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert shard_bytes(out) == shard_bytes(tetris_zoo)
-    assert not (out / ".partial").exists()
+    assert not (out / ".partial").exists() and not (out / ".lock").exists()
     done = json.loads((out / "manifest.json").read_text())
     assert done["complete"] and done["shards"] == json.loads(
         (tetris_zoo / "manifest.json").read_text())["shards"]
+
+
+def test_one_writer_at_a_time_and_a_dead_writers_lock_is_taken_over(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tetris_spec(), sort_keys=False))
+    out = tmp_path / "zoo"
+    cmd = ("cli.zoo", "generate", str(spec), "--out", str(out))
+    with writing(out):  # another writer holds the archive
+        busy = run_cli(*cmd)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1
+    assert "being written by another process" in busy.stderr
+    assert not (out / "manifest.json").exists()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from modelzoo.archive import writing\n"
+                               f"with writing({str(out)!r}):\n"
+                               "    print('held', flush=True); time.sleep(600)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    os.kill(holder.pid, signal.SIGKILL)  # killed while holding the lock: .lock stays behind
+    holder.wait()
+    assert (out / ".lock").exists()
+    done = run_cli(*cmd)
+    assert done.returncode == 0, done.stderr
+    assert validate_archive(out) == [] and not (out / ".lock").exists()
 
 
 def test_rerun_of_a_different_spec_is_refused(tetris_zoo):

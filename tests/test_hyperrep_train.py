@@ -146,3 +146,21 @@ def test_windowed_training_embeds_whole_models(zoo, tmp_path):
     sample = run_cli("cli.hyperrep", "sample", str(out), str(zoo), "--n", "2", "--out",
                      str(tmp_path / "samples"))
     assert sample.returncode == 2 and "encodes windows of 4 tokens" in sample.stderr
+
+
+def test_probe_warnings_stay_inside_the_probes():
+    """The probes silence the sweeps' expected warnings for themselves, not for the process."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from hyperrep.probes import run_probes
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 5)), rng.normal(size=30)
+    split = {"train": np.arange(20), "val": np.arange(20, 25), "test": np.arange(25, 30)}
+    before = list(warnings.filters)
+    run_probes({"S(W)": x}, {"a": ("r2", y)}, split)
+    assert warnings.filters == before
+    with pytest.warns(ConvergenceWarning):
+        warnings.warn("still reported outside the probes", ConvergenceWarning)

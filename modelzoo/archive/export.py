@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save
 
-from modelzoo.archive.manifest import sha256_file
+from modelzoo.archive.manifest import sha256_file, writing
 from modelzoo.archive.reader import ArchiveReader
 
 EXPORT_DIR = "safetensors"
@@ -39,8 +39,8 @@ def export_safetensors(root: str | Path) -> list[Path]:
     """
     root = Path(root)
     folder = root / EXPORT_DIR
-    folder.mkdir(exist_ok=True)
-    with ArchiveReader(root) as zoo:
+    with writing(root), ArchiveReader(root) as zoo:
+        folder.mkdir(exist_ok=True)
         manifest = zoo.manifest
         weights = zoo.weights()
         written, exports = [], []
@@ -59,8 +59,8 @@ def export_safetensors(root: str | Path) -> list[Path]:
             tmp.replace(path)
             written.append(path)
             exports.append({"file": f"{EXPORT_DIR}/{path.name}", "sha256": sha256_file(path)})
-    manifest.set_exports(exports)
-    manifest.save(root)
+        manifest.set_exports(exports)
+        manifest.save(root)
     return written
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from modelzoo.errors import ZooError
+
 if TYPE_CHECKING:  # torch is imported where tensors are made: reading an archive does not need it
     import torch
     from torch import nn
@@ -65,6 +67,23 @@ class Layout:
         vector = torch.as_tensor(np.asarray(vector, dtype=np.float32))
         return {e.name: vector[e.offset:e.offset + e.size].reshape(e.shape).clone()
                 for e in self.entries}
+
+    def load_into(self, model: "nn.Module", vector: "np.ndarray | torch.Tensor") -> "nn.Module":
+        """Load a flat state [size] into ``model`` (strictly: every floating-point tensor of the
+        model must be in the layout and every entry in the model, else one ``ZooError`` naming
+        the key); integer buffers (BatchNorm's batch counters) keep the model's values."""
+        own = model.state_dict()
+        floating = {name for name, tensor in own.items() if tensor.is_floating_point()}
+        names = [e.name for e in self.entries]
+        missing = [n for n in own if n in floating and n not in names]
+        unexpected = [n for n in names if n not in floating]
+        if missing or unexpected:
+            what = f"{missing[0]} is missing from the stored state" if missing else \
+                f"the stored state's {unexpected[0]} is not in the model"
+            raise ZooError(f"state does not fit {type(model).__name__}: {what}")
+        state = self.unflatten(vector)
+        model.load_state_dict({n: state.get(n, t) for n, t in own.items()}, strict=True)
+        return model
 
     def unflatten_numpy(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         """float32 vector [size] -> {name: float32 array of the entry's shape} (copies)."""

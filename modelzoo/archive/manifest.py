@@ -20,20 +20,25 @@ the same zoo gives a byte-identical manifest. Keys (DATASET_CARD.md documents ea
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelzoo.archive.layout import Layout
-from modelzoo.errors import ArchiveCorrupt, ZooError
+from modelzoo.errors import ArchiveCorrupt, ZooError, validation_error_line
 
 FORMAT = "modelzoo-archive"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"  # scratch folder inside an archive for shards being written
+LOCK = ".lock"  # held (flock) by the one process writing an archive
 DEFAULT_SHARD_SIZE = 100  # models per shard file
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
@@ -82,6 +87,28 @@ def atomic_directory(out: Path) -> Iterator[Path]:
     os.replace(partial, out)
 
 
+@contextlib.contextmanager
+def writing(root: str | Path) -> Iterator[None]:
+    """Hold the archive's write lock for the block: a second writer (``zoo generate``,
+    ``zoo sparsify``, ``zoo export``) into the same folder gets one error line. The lock is an
+    ``flock`` on ``root/.lock``, which the operating system releases when its process dies, so the
+    run after a killed one takes it over; the file is removed when the block ends."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ZooError(f"{root} is being written by another process (zoo generate, sparsify or "
+                       f"export); wait for it to finish or choose another folder") from None
+    try:
+        yield
+    finally:
+        (root / LOCK).unlink(missing_ok=True)
+        os.close(fd)
+
+
 def shard_ranges(n_models: int, shard_size: int) -> list[tuple[int, int]]:
     """[start, stop) model ranges of the shards of a zoo."""
     return [(s, min(s + shard_size, n_models)) for s in range(0, n_models, shard_size)]
@@ -89,6 +116,135 @@ def shard_ranges(n_models: int, shard_size: int) -> list[tuple[int, int]]:
 
 def shard_name(start: int, shard_size: int) -> str:
     return f"shard-{start // shard_size:05d}.h5"
+
+
+# -- what a manifest must hold (checked on every read; extra keys are kept as they are) ----------
+class _Entries(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _File(_Entries):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class _Shard(_File):
+    models: tuple[int, int]
+    bytes: int = Field(ge=0)
+
+
+class _LayoutEntry(_Entries):
+    name: str
+    shape: list[int]
+    offset: int = Field(ge=0)
+    size: int = Field(ge=0)
+    kind: Literal["param", "buffer"]
+
+
+class _Model(_Entries):
+    index: int
+    config: dict[str, Any]
+    factors: dict[str, Any]
+
+
+class _Architecture(_Entries):
+    name: str
+    kwargs: dict[str, Any]
+
+
+class _Dataset(_Entries):
+    name: str
+
+
+class _Spec(_Entries):
+    """What the archive itself reads of the stored spec (``modelzoo.specs`` validates the rest)."""
+
+    dataset: _Dataset
+    training: dict[str, Any]
+    description: str = ""
+
+
+class _Twins(_Entries):
+    name: str
+    finetune_epochs: int = Field(ge=0)
+    from_epoch: int
+    shards: list[_Shard]
+    complete: bool
+
+
+class _Schema(_Entries):
+    format: Literal["modelzoo-archive"]
+    format_version: int
+    metrics: list[str]
+    name: str
+    fingerprint: str
+    spec: _Spec
+    architecture: _Architecture
+    n_params: int = Field(ge=0)
+    layout: list[_LayoutEntry]
+    epochs: list[int] = Field(min_length=1)
+    factors: list[str]
+    models: list[_Model]
+    shard_size: int = Field(gt=0)
+    shards: list[_Shard]
+    complete: bool
+    twins: dict[str, _Twins] = {}
+    exports: list[_File] = []
+    missing_states: list[tuple[int, int]] = []
+    nonfinite_states: list[tuple[int, int]] = []
+
+
+def safe_path(root: Path, file: str) -> bool:
+    """Whether a path listed in the manifest stays inside the archive: relative, POSIX, no ``..``,
+    and not leading out through a symlink."""
+    pure = PurePosixPath(file)
+    if not file or "\\" in file or pure.is_absolute() or ".." in pure.parts or file.startswith("~"):
+        return False
+    base = Path(root).resolve()
+    return (base / pure).resolve().is_relative_to(base)
+
+
+def check_manifest(data: dict, root: Path, where: str) -> None:
+    """Raise ``ArchiveCorrupt`` (one line naming the key) unless ``data`` is a sound manifest:
+    the schema above, a layout that tiles ``n_params``, shard ranges inside the model list, model
+    indices in order, and every listed file inside the archive."""
+    try:
+        schema = _Schema.model_validate(data)
+    except ValidationError as exc:
+        raise ArchiveCorrupt(validation_error_line(exc, where)) from None
+    offset = 0
+    for i, entry in enumerate(schema.layout):
+        size = 1
+        for d in entry.shape:
+            size *= d
+        if entry.offset != offset or entry.size != size:
+            raise ArchiveCorrupt(f"{where}: layout.{i} ({entry.name}) does not follow on from the "
+                                 f"entries before it")
+        offset += entry.size
+    if offset != schema.n_params:
+        raise ArchiveCorrupt(f"{where}: layout holds {offset} values, n_params says "
+                             f"{schema.n_params}")
+    if [m.index for m in schema.models] != list(range(len(schema.models))):
+        raise ArchiveCorrupt(f"{where}: models: indices must run 0, 1, 2, ...")
+    for model in schema.models:
+        lacking = [f for f in schema.factors if f not in model.factors]
+        if lacking:
+            raise ArchiveCorrupt(f"{where}: models.{model.index}.factors: no value for factor "
+                                 f"{lacking[0]!r}")
+    shards = [("shards", s) for s in schema.shards] + \
+        [(f"twins.{name}", s) for name, t in schema.twins.items() for s in t.shards]
+    previous: dict[str, int] = {}
+    for key, shard in shards:
+        start, stop = shard.models
+        if not 0 <= start < stop <= len(schema.models):
+            raise ArchiveCorrupt(f"{where}: {key}: {shard.file} lists models [{start}, {stop}) "
+                                 f"outside the {len(schema.models)} models")
+        if start < previous.get(key, 0):
+            raise ArchiveCorrupt(f"{where}: {key}: {shard.file} overlaps the shard before it")
+        previous[key] = stop
+    for key, item in shards + [("exports", e) for e in schema.exports]:
+        if not safe_path(root, item.file):
+            raise ArchiveCorrupt(f"{where}: {key}: {item.file!r} leads outside the archive")
 
 
 class Manifest:
@@ -139,9 +295,11 @@ class Manifest:
             raise ArchiveCorrupt(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ArchiveCorrupt(f"{path}: not a {FORMAT} manifest")
-        if data.get("format_version", 0) > FORMAT_VERSION:
-            raise ZooError(f"{path}: format version {data['format_version']} is newer than this "
-                           f"software reads ({FORMAT_VERSION}); upgrade modelzoo")
+        version = data.get("format_version", 0)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ZooError(f"{path}: format version {version} is newer than this software reads "
+                           f"({FORMAT_VERSION}); upgrade modelzoo")
+        check_manifest(data, Path(root), str(path))
         return cls(data)
 
     def save(self, root: str | Path) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 from modelzoo.archive.layout import Layout
 from modelzoo.archive.manifest import Manifest
 from modelzoo.archive.twins import Twins
-from modelzoo.errors import ZooError
+from modelzoo.errors import ArchiveCorrupt, ZooError
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
@@ -97,6 +97,22 @@ class ArchiveReader:
                 raise ZooError(f"{path}: cannot open shard ({exc})") from None
         return self._files[shard["file"]]
 
+    def _read(self, shard: dict, key: str, selection=()) -> np.ndarray:
+        """``shard[key][selection]``; a damaged file is one ``ArchiveCorrupt`` naming it."""
+        try:
+            values = self._file(shard)[key][selection]
+        except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise ArchiveCorrupt(f"{self.root / shard['file']}: cannot read {key} ({reason}); "
+                                 f"zoo validate names what is broken") from None
+        start, stop = shard["models"]
+        if selection == () or isinstance(selection[0], slice):  # whole shards: one row per model
+            states = len(self.epochs) if selection == () else len(selection[1])
+            if values.ndim < 2 or values.shape[:2] != (stop - start, states):
+                raise ArchiveCorrupt(f"{self.root / shard['file']}: {key} is {values.shape}, the "
+                                     f"manifest says {stop - start} models x {states} states")
+        return values
+
     def _state_index(self, epoch: int) -> int:
         try:
             return self.epochs.index(epoch)
@@ -106,7 +122,7 @@ class ArchiveReader:
     def metrics(self) -> dict[str, np.ndarray]:
         """Every metric as float32 [models, states], rows in ``model_ids`` order."""
         shards = self.manifest.shards
-        return {metric: np.concatenate([self._file(s)[f"metrics/{metric}"][()] for s in shards])
+        return {metric: np.concatenate([self._read(s, f"metrics/{metric}") for s in shards])
                 if shards else np.zeros((0, len(self.epochs)), np.float32)
                 for metric in self.manifest.metrics}
 
@@ -114,12 +130,12 @@ class ArchiveReader:
         """All models' flat weights float32 [models, len(epochs), params], read shard by shard."""
         shards = self.manifest.shards
         if epochs is None:
-            parts = [self._file(s)["weights"][()] for s in shards]
+            parts = [self._read(s, "weights") for s in shards]
         else:
             idx = sorted({self._state_index(e) for e in epochs})
             if idx != [self._state_index(e) for e in epochs]:
                 raise ZooError("epochs must be distinct and increasing")
-            parts = [self._file(s)["weights"][:, idx, :] for s in shards]
+            parts = [self._read(s, "weights", (slice(None), idx, slice(None))) for s in shards]
         if not parts:
             return np.zeros((0, len(epochs or self.epochs), self.n_params), np.float32)
         return np.concatenate(parts)
@@ -144,7 +160,7 @@ class ArchiveReader:
         if model not in self._where:
             raise ZooError(f"model {model} is not in this archive (models: {len(self)})")
         shard, local = self._where[model]
-        return self._file(shard)["weights"][local, self._state_index(epoch)]
+        return self._read(shard, "weights", (local, self._state_index(epoch)))
 
     def split_models(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded 70/15/15 split of the model ids into train / val / test (no model in two)."""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelzoo.archive.manifest import (
+    LOCK,
     MANIFEST,
     PARTIAL,
     Manifest,
@@ -51,7 +52,7 @@ class ArchiveWriter:
                 raise ZooError(f"{root} already holds a different zoo ({existing.name}); "
                                f"choose another --out")
             writer = cls(root, existing)
-        elif root.exists() and any(root.iterdir()):
+        elif root.exists() and any(p.name != LOCK for p in root.iterdir()):
             raise ZooError(f"{root} exists and is not a zoo archive; choose an empty or new --out")
         else:
             writer = cls.create(root, manifest)

@@ -5,19 +5,11 @@ every family. Classification models subclass ``ZooModel``, remote-sensing task m
 (contracts in ``modelzoo.models.base``).
 """
 
-from modelzoo.models import (
-           remote_sensing,  # noqa: F401,I001
-           resnet,  # noqa: F401,I001
-           small,  # noqa: F401  (importing a family registers it)
-)
+# importing a family module registers its architectures
+from modelzoo.models import remote_sensing, resnet, small  # noqa: F401
 from modelzoo.models.base import ACTIVATIONS, INIT_METHODS, TaskModel, ZooModel, ZooModule
-from modelzoo.models.registry import (
-           MODELS,
-           count_parameters,
-           create_model,
-           list_models,
-           register_model,
-)
+from modelzoo.models.registry import (MODELS, count_parameters, create_model, list_models,
+                                      register_model)
 
 __all__ = ["ACTIVATIONS", "INIT_METHODS", "MODELS", "TaskModel", "ZooModel", "ZooModule",
            "count_parameters", "create_model", "list_models", "register_model"]

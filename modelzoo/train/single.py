@@ -179,7 +179,7 @@ def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: Data
     model = build_model(arch, arch_kwargs, config)
     layout = Layout.of(model)
     if initial is not None:
-        model.load_state_dict(layout.unflatten(initial), strict=False)
+        layout.load_into(model, initial)
     model = model.to(device)
     mixed = mixed_precision(model, device)
     if mixed:

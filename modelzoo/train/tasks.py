@@ -203,7 +203,7 @@ def load_pretrained(model, task: TaskSpec, index: int) -> None:
     shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not shared:
         raise ZooError(f"pretrained zoo {task.pretrained}: no parameter matches this architecture")
-    model.load_state_dict(shared, strict=False)
+    model.load_state_dict(shared, strict=False)  # on purpose: only the matching tensors
 
 
 def freeze_all_but_head(model) -> None:
