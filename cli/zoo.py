@@ -31,6 +31,9 @@ def generate(
     backend: str = typer.Option("local", help="local or ray"),
     address: str | None = typer.Option(None, help="Ray cluster address (default: start locally)"),
     workers: int | None = typer.Option(None, min=1, help="CPUs of a locally started Ray instance"),
+    task_threads: int | None = typer.Option(
+        None, min=1, help="Ray: threads per shard task (default: this process's; fewer let tasks "
+                          "run side by side)"),
 ):
     """Train every model of SPEC and store every epoch's state and metrics in OUT."""
     from modelzoo.archive.export import export_safetensors
@@ -54,7 +57,7 @@ def generate(
 
         run(zoo_spec, out, data_root=data_root, device=device, population_size=population_size,
             shard_size=shard_size, on_shard=on_shard, backend=backend, address=address,
-            ray_cpus=workers)
+            ray_cpus=workers, task_threads=task_threads)
     if fmt == "safetensors":
         files = export_safetensors(out)
         print(f"exported {len(files)} safetensors files to {out / 'safetensors'}")

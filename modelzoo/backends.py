@@ -1,16 +1,18 @@
 """Ray backend: the zoo's pending shards run as Ray tasks; the driver writes each as it completes.
 
 With no address a local Ray instance is started; with an address it joins that cluster. Every task
-runs with the driver's number of intra-op threads (capped by ``--workers`` for a local instance) and
-asks that many CPUs (``--device cuda``: one GPU): some kernels (BatchNorm, transposed convolutions)
-round differently with another thread count, so this is what keeps the bytes equal to the local
-backend's. The data set is loaded once by the driver and
+runs with the driver's number of intra-op threads (capped by ``--workers`` for a local instance;
+``--task-threads`` sets it) and asks that many CPUs (``--device cuda``: one GPU): some kernels
+(BatchNorm, transposed convolutions) round differently with another thread count, so the default
+keeps the bytes equal to the local backend's. The data set is loaded once by the driver and
 shared through Ray's object store, so worker nodes need no copy of the data folder. A task whose
 worker dies is retried (``max_retries``); shards already written are never redone, so a killed
 driver resumes with ``zoo generate --resume``. Shards hold the same bytes as the local backend's.
 """
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from modelzoo.archive import ArchiveWriter, ModelRun
 from modelzoo.data import DataSplits
@@ -32,10 +34,28 @@ def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device
                          first=start)
 
 
+def send_auth_token() -> None:
+    """Joining a cluster: Ray (2.59 on) starts ``ray start --head`` clusters with token
+    authentication when a token file exists, but ``ray.init(address=...)`` only sends the token
+    when ``RAY_AUTH_MODE=token`` is set (read when Ray is imported), and otherwise fails after a
+    minute of retries. Set it when a token is there and the user has not chosen a mode."""
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN")
+                                               or Path(token).is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,
             population_size: int | None, address: str | None,
-            num_cpus: int | None = None) -> Iterator[tuple[int, int, list[ModelRun]]]:
-    """Yield (start, stop, runs) for every pending shard, in completion order."""
+            num_cpus: int | None = None,
+            task_threads: int | None = None) -> Iterator[tuple[int, int, list[ModelRun]]]:
+    """Yield (start, stop, runs) for every pending shard, in completion order.
+
+    ``task_threads``: intra-op threads (and CPUs asked) per task; default the driver's, which keeps
+    the bytes equal to the local backend's. Fewer threads let tasks run side by side (1 thread on
+    2 CPUs: two shards at a time); the archive then equals a local run with that many threads."""
+    if address:
+        send_auth_token()  # before Ray is imported: it reads the mode then
     try:
         import ray
     except ImportError:
@@ -49,7 +69,7 @@ def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,
             raise ZooError(f"cannot start or join Ray (address={address!r}): {exc}") from None
     import torch
 
-    threads = torch.get_num_threads()
+    threads = task_threads or torch.get_num_threads()
     if num_cpus and not address:
         threads = min(threads, num_cpus)
     resources = {"num_gpus": 1} if device.startswith("cuda") else {"num_cpus": threads}

@@ -71,12 +71,13 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
              shard_size: int | None = None,
              on_shard: Callable[[int, int], None] | None = None,
              backend: str = "local", address: str | None = None,
-             ray_cpus: int | None = None) -> Path:
+             ray_cpus: int | None = None, task_threads: int | None = None) -> Path:
     """Generate (or finish) the zoo of ``spec`` into the archive directory ``out``.
 
     ``on_shard(done_models, total_models)`` is called after each written shard. Completed shards
     of an earlier, interrupted run are kept and skipped. ``backend="ray"`` runs shards as Ray tasks
-    (``address`` joins a cluster; ``ray_cpus`` caps a locally started instance).
+    (``address`` joins a cluster; ``ray_cpus`` caps a locally started instance; ``task_threads``:
+    threads per task, see ``backends.run_ray``).
     """
     out = Path(out)
     data = load_data(spec, data_root)
@@ -92,7 +93,8 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
         if backend == "ray":
             from modelzoo.backends import run_ray
 
-            shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus)
+            shards = run_ray(spec, writer, data, device, population_size, address, ray_cpus,
+                             task_threads)
         else:
             shards = train_shards(spec, configs, writer.pending(), data, device, population_size)
         for start, stop, runs in shards:

@@ -1,11 +1,15 @@
 """The Ray backend (local instance, 2 workers) writes the same archive as the local backend, also
-when a worker is killed in the middle of a shard."""
+when a worker is killed in the middle of a shard; tasks run side by side when CPUs allow; a head
+started separately is joined; a missing Ray is one error line. Ray is installed in CI (make
+setup), so these tests fail rather than skip there."""
 
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+
+import importlib.util
 
 import pytest
 
@@ -14,7 +18,9 @@ from modelzoo.generate import generate
 from modelzoo.specs import parse_spec
 from tests.conftest import tetris_spec
 
-pytest.importorskip("ray")
+# CI installs Ray (make setup): a missing Ray fails here instead of skipping. Not imported here:
+# joining a cluster must set Ray's authentication mode before Ray is first imported.
+assert importlib.util.find_spec("ray") is not None, "Ray is not installed: pip install -e '.[ray]'"
 
 SPEC = tetris_spec(training={"epochs": 6, "batch_size": 10, "optimizer": "adam", "lr": 0.01},
                    factors={"seed": {"range": [1, 9]}, "dropout": [0.0, 0.2]})
@@ -109,3 +115,89 @@ def test_ray_archive_of_a_batchnorm_task_zoo_equals_local(tmp_path):
     local = generate(spec, tmp_path / "local", shard_size=2)
     remote = generate(spec, tmp_path / "ray", shard_size=2, backend="ray", ray_cpus=2)
     assert shard_bytes(remote) == shard_bytes(local)
+
+
+def test_tasks_run_side_by_side_with_one_thread_each(local_zoo, tmp_path):
+    """Each task asks as many CPUs as it has threads: 1 thread per task on 2 CPUs runs two
+    shards at the same time (seen as two busy shard workers at once)."""
+    busy, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            busy.append(len(shard_workers()))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out = generate(parse_spec(SPEC), tmp_path / "ray", shard_size=4, backend="ray",
+                       ray_cpus=2, task_threads=1)
+    finally:
+        done.set()
+        watcher.join()
+    assert max(busy) >= 2, f"never two shard tasks at once (max {max(busy)})"
+    assert validate_archive(out) == []
+
+
+@pytest.mark.slow  # starting a separate head takes a minute or more on 2 cores
+def test_address_joins_a_head_started_separately(local_zoo, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    # where the head listens (Ray maps 127.0.0.1 to it as well); asked in a child process, since
+    # this one must not import Ray before joining
+    ip = subprocess.run([sys.executable, "-c", "import ray.util; "
+                         "print(ray.util.get_node_ip_address())"], capture_output=True, text=True,
+                        timeout=120).stdout.strip().splitlines()[-1]
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        port = s.getsockname()[1]
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    # --block keeps the head in one process group of ours, so the test stops only its own cluster
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false",
+                             "--disable-usage-stats"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                socket.create_connection((ip, port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and head.poll() is None, "the head did not start"
+                time.sleep(0.5)
+        out = generate(parse_spec(SPEC), tmp_path / "joined", shard_size=4, backend="ray",
+                       address=f"{ip}:{port}")
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+    assert validate_archive(out) == []
+    assert shard_bytes(out) == shard_bytes(local_zoo)
+
+
+def test_a_missing_ray_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC, sort_keys=False))
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from cli.zoo import main\n"
+            f"sys.argv = ['zoo', 'generate', {str(spec)!r}, '--out', {str(tmp_path / 'z')!r},"
+            " '--backend', 'ray']\n"
+            "main()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "needs Ray" in result.stderr and "Traceback" not in result.stderr
+
