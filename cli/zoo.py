@@ -231,28 +231,12 @@ def import_(path: Path = typer.Argument(..., help="the published zoo's folder"),
                 None, help="the zoo's data set, when the folder does not say (e.g. mnist)"),
             name: str | None = typer.Option(None, help="zoo name (default: the folder's name)")):
     """Convert a published zoo (Model Zoos Ray Tune folders, or Unterthiner et al.'s matrices)."""
-    from modelzoo.archive import ArchiveReader
-    from modelzoo.importers import FORMATS, import_zoo
+    from modelzoo.importers import FORMATS, import_report, import_zoo
 
     check_choice("--format", format, FORMATS)
     import_zoo(path, format, out, dataset, name)
-    with ArchiveReader(out) as zoo:
-        source = zoo.manifest.source
-        print(f"imported {len(zoo)} models x {len(zoo.epochs)} states ({zoo.manifest.architecture}, "
-              f"{zoo.n_params:,} parameters) into {out}")
-        if source["unmapped"]:
-            print(f"kept as factors only (not valid training settings here): {', '.join(source['unmapped'])}")
-        if source["dropped_epochs"]:
-            print(f"epochs not stored for every model, left out: {source['dropped_epochs']}")
-        if zoo.manifest.missing_states:
-            print(f"{len(zoo.manifest.missing_states)} states the source lacks, stored as NaN "
-                  f"(manifest: missing_states)")
-        if zoo.manifest.nonfinite_states:
-            print(f"{len(zoo.manifest.nonfinite_states)} states with non-finite weights, kept as "
-                  f"published (manifest: nonfinite_states)")
-        if source.get("metrics_offset") is not None:
-            print(f"metrics paired with checkpoints by training_iteration = epoch + "
-                  f"{source['metrics_offset']}")
+    for line in import_report(out):
+        print(line)
 
 
 def main() -> None:

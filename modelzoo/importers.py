@@ -44,15 +44,8 @@ import pandas as pd
 import torch
 from pydantic import ValidationError
 
-from modelzoo.archive import (
-    DEFAULT_SHARD_SIZE,
-    METRICS,
-    ArchiveWriter,
-    Layout,
-    Manifest,
-    ModelRun,
-    atomic_directory,
-)
+from modelzoo.archive import (DEFAULT_SHARD_SIZE, METRICS, ArchiveReader, ArchiveWriter, Layout,
+                              Manifest, ModelRun, atomic_directory)
 from modelzoo.data import DATASETS
 from modelzoo.errors import ZooError
 from modelzoo.models import create_model
@@ -107,6 +100,30 @@ def import_zoo(path: Path, fmt: str, out: Path, dataset: str | None = None,
     with atomic_directory(out) as partial:
         _write(partial, name or _slug(path.name), fmt, path, dataset, **zoo)
     return out
+
+
+def import_report(root: Path) -> list[str]:
+    """What ``zoo import`` says about an imported archive: size, and what did not carry over."""
+    with ArchiveReader(root) as zoo:
+        manifest = zoo.manifest
+        source = manifest.source or {}
+        lines = [f"imported {len(zoo)} models x {len(zoo.epochs)} states ({manifest.architecture}, "
+                 f"{zoo.n_params:,} parameters) into {root}"]
+    if source.get("unmapped"):
+        lines.append(f"kept as factors only (not valid training settings here): "
+                     f"{', '.join(source['unmapped'])}")
+    if source.get("dropped_epochs"):
+        lines.append(f"epochs not stored for every model, left out: {source['dropped_epochs']}")
+    if manifest.missing_states:
+        lines.append(f"{len(manifest.missing_states)} states the source lacks, stored as NaN "
+                     f"(manifest: missing_states)")
+    if manifest.nonfinite_states:
+        lines.append(f"{len(manifest.nonfinite_states)} states with non-finite weights, kept as "
+                     f"published (manifest: nonfinite_states)")
+    if source.get("metrics_offset") is not None:
+        lines.append(f"metrics paired with checkpoints by training_iteration = epoch + "
+                     f"{source['metrics_offset']}")
+    return lines
 
 
 # -- Model Zoos (Ray Tune folders) ---------------------------------------------------------------
