@@ -284,6 +284,9 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
 
 
 def _transfer_data(name: str, data_root: Path | None, own: DataSplits) -> DataSplits:
+    if name == own.name:
+        raise ZooError(f"--dataset {name}: that is the zoo's own data set (its results are always "
+                       f"reported); name another one")
     other = create_dataset(name, root=data_root)
     if other.input_shape != own.input_shape or len(other.classes) != len(own.classes):
         raise ZooError(f"--dataset {name}: inputs {other.input_shape} x {len(other.classes)} "

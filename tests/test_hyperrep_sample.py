@@ -161,9 +161,45 @@ def test_cli_sample_writes_a_valid_archive_and_report(zoo, run, tmp_path):
 
 def test_cli_sample_rejects_bad_options(zoo, run, tmp_path):
     for args in (["--sampler", "gan"], ["--quantile", "1.5"], ["--keep-best", "9"],
-                 ["--bandwidth", "wide"], ["--dataset", "tetris-nope"]):
+                 ["--bandwidth", "wide"], ["--dataset", "tetris-nope"], ["--dataset", "tetris"]):
         result = run_cli("cli.hyperrep", "sample", str(run), str(zoo), "--n", "4", "--out",
                          str(tmp_path / "x"), *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
         assert not (tmp_path / "x").exists()
+
+
+def test_keep_best_and_transfer_to_another_data_set(zoo, run, tmp_path):
+    """--keep-best keeps the K best draws by zero-shot validation accuracy; --dataset fine-tunes
+    the same samples and baselines on another data set of the same shape, reported beside."""
+    from hyperrep.sample import SampleConfig, sample
+    from modelzoo.data import DATASETS
+    from modelzoo.data.offline import read_tetris
+    from modelzoo.data.registry import RawData, Split, register_dataset
+
+    if "tetris_mirrored" not in DATASETS:
+        @register_dataset("tetris_mirrored", val_size=0.15, source="test", needs_root=False)
+        def read_mirrored() -> RawData:
+            raw = read_tetris()
+            return RawData(train=Split(raw.train.x.flip(-1), raw.train.y),
+                           test=Split(raw.test.x.flip(-1), raw.test.y), classes=raw.classes)
+
+    cfg = SampleConfig.of(n=4, keep_best=2, samplers=("kde-anchor",), finetune_epochs=1,
+                          datasets=["tetris_mirrored"], seed=3)
+    report = sample(run, zoo, tmp_path / "kept", cfg)
+    assert report["n"] == 2 and report["selection"].startswith("best 2 of 4")
+    assert set(report["accuracy"]) == {"tetris", "tetris_mirrored"}
+    for accuracy in report["accuracy"].values():
+        assert set(accuracy) == {"kde-anchor", "B_T", "B_F"}
+        assert all(np.array(v).shape == (2, 2) for v in accuracy.values())
+    with open_zoo(tmp_path / "kept") as kept:
+        assert len(kept) == 2  # the archive holds the kept samples, on the zoo's own data
+    # the kept draws are the best of the four on validation: rerun without --keep-best
+    everything = sample(run, zoo, tmp_path / "all", SampleConfig.of(
+        n=4, samplers=("kde-anchor",), finetune_epochs=0, seed=3))
+    with open_zoo(tmp_path / "all") as drawn, open_zoo(tmp_path / "kept") as kept:
+        val = np.sort(drawn.metadata[drawn.metadata.epoch == 0]["val_acc"].to_numpy())
+        kept_val = np.sort(kept.metadata[kept.metadata.epoch == 0]["val_acc"].to_numpy())
+        assert np.allclose(kept_val, val[-2:])
+    assert everything["n"] == 4
+
