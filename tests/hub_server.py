@@ -22,6 +22,7 @@ LFS_SUFFIXES = (".h5", ".safetensors")
 class FakeHub:
     def __init__(self, token: str):
         self.token = token
+        self.created: list[dict] = []  # bodies of repo-create requests (name, visibility, ...)
         self.repos: dict[str, dict] = {}  # repo_id -> {"branches": {name: sha}, "trees": {sha: {path: oid}}}
         self.blobs: dict[str, bytes] = {}  # oid (sha256 for LFS, sha1 for regular) -> bytes
         self.lfs: set[str] = set()
@@ -207,6 +208,7 @@ class FakeHub:
                     return self._json({"errors": [], "warnings": []})
                 if path == "/api/repos/create":
                     data = json.loads(body)
+                    hub.created.append(data)
                     repo_id = f"{data.get('organization') or 'tester'}/{data['name']}"
                     if repo_id in hub.repos:
                         return self._error(409, "RepoExists", "You already created this repo")

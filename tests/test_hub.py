@@ -140,3 +140,24 @@ def test_bad_uploads_and_unknown_repos_are_one_error_line(hub, tetris_zoo, tmp_p
         assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
         assert TOKEN not in result.stderr and "hf_wrong" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_upload_to_a_private_repo_on_a_branch(tetris_zoo, tmp_path):
+    with FakeHub(TOKEN) as hub:  # its own Hub: the module's has a blob tampered with on purpose
+        env = client_env(hub, tmp_path / "hf")
+        result = run_cli("cli.zoo", "upload", str(tetris_zoo), "tester/tetris-private",
+                         "--private", "--revision", "experiment", env=env)
+        assert result.returncode == 0, result.stderr
+        created = hub.created[-1]
+        assert created["visibility"] == "private" and created["name"] == "tetris-private"
+        repo = hub.repos["tester/tetris-private"]
+        assert repo["branches"]["experiment"] != repo["branches"]["main"]  # on the branch only
+        out = tmp_path / "zoo"
+        got = run_cli("cli.zoo", "download", "tester/tetris-private", "--revision", "experiment",
+                      "--out", str(out), env=env)
+        assert got.returncode == 0, got.stderr
+        (out / "README.md").unlink()
+        assert archive_bytes(out) == archive_bytes(tetris_zoo)
+        main = run_cli("cli.zoo", "download", "tester/tetris-private", "--out",
+                       str(tmp_path / "m"), env=env)
+        assert main.returncode == 2 and main.stderr.count("\n") == 1  # main holds no zoo
