@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-quick clean
 
 # torch==2.13.0 first: the CPU build; a loose requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -23,7 +23,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# every CPU benchmark with the command BENCHMARKS.md names (about 1.5 h on 2 cores);
+# bench-quick: the two quick ones. The GPU one: python -m benchmarks.bench_gpu on a GPU machine.
 bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_archive --models 200 --epochs 50 --reads 1000
+	$(BIN)/python -m benchmarks.bench_population --models 128 --alone 8 --epochs 2
+	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep
+	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample
+	$(BIN)/python -m benchmarks.bench_sparsify --run runs/bench-sparsify
+	$(BIN)/python -m benchmarks.bench_remote_sensing --run runs/bench-remote-sensing
+	$(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_archive.py --hypothesis-show-statistics
+
+bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive
 	$(BIN)/python -m benchmarks.bench_population
 

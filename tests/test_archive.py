@@ -179,3 +179,26 @@ def test_generate_format_safetensors_and_option_errors(tmp_path):
                       "cuda")
         assert bad.returncode == 2 and "no CUDA device" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stored_state_that_does_not_fit_the_model_is_one_error(tetris_zoo, tmp_path):
+    """Loading is strict: a layout entry the model lacks, or a model tensor the layout lacks, is
+    one error naming the key (it used to be skipped silently)."""
+    import shutil
+    from dataclasses import replace
+
+    from modelzoo.archive.layout import Layout
+    from modelzoo.models import create_model
+
+    net = create_model("tetris_mlp")
+    layout = Layout.of(net)
+    renamed = Layout([replace(layout.entries[0], name="fc0.weight"), *layout.entries[1:]])
+    with pytest.raises(ZooError, match="fc1.weight is missing from the stored state"):
+        renamed.load_into(net, np.zeros(layout.size, np.float32))
+    copy = tmp_path / "copy"
+    shutil.copytree(tetris_zoo, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["layout"][0]["name"] = "fc0.weight"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with open_zoo(copy) as zoo, pytest.raises(ZooError, match="fc1.weight is missing"):
+        zoo.model(0, zoo.epochs[-1])
