@@ -94,11 +94,13 @@ def sample(run: Path = typer.Argument(..., help="run directory"),
            n: int = typer.Option(10, "--n", help="models per sampler (and per baseline)"),
            out: Path = typer.Option(..., "--out", help="new folder: sample archive + report"),
            sampler: list[str] = typer.Option(
-               ["kde-anchor", "kde", "uniform"], help="kde-anchor, kde or uniform (repeatable)"),
+               ["kde-anchor", "kde", "uniform"],
+               help="kde-anchor, kde, uniform or kde-2022 (the published 2022 sampler; repeatable)"),
            quantile: float = typer.Option(0.7, help="anchors: test accuracy >= this quantile"),
            bandwidth: str = typer.Option("0.2", help="KDE bandwidth, or scott / silverman"),
            joint: bool = typer.Option(True, "--joint/--per-dimension",
-                                      help="KDE on whole latent vectors, or per dimension"),
+                                      help="KDE on whole latent vectors, or each dimension "
+                                           "independently"),
            finetune_epochs: int = typer.Option(0, help="fine-tuning epochs after decoding"),
            keep_best: int | None = typer.Option(
                None, help="keep the best K of the n draws by zero-shot validation accuracy"),

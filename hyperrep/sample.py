@@ -13,9 +13,14 @@ Samplers (``SAMPLERS``), fitted on the training-split embeddings:
   configuration the samples are loaded into (the most common one among the top states, seed aside;
   in a Seed zoo that is every model);
 - ``kde``: Gaussian KDE on all training states;
-- ``uniform``: uniform in the bounding box of all training embeddings (the floor).
-KDE is fitted jointly on the latent vectors (default) or per latent dimension (as published in 2022,
-bandwidth 0.002); draws are clipped to the tanh box. Per-dimension draws ignore that latent
+- ``uniform``: uniform in the bounding box of all training embeddings (the floor);
+- ``kde-2022``: the published 2022 sampler as its code does it: one Gaussian KDE per latent
+  dimension on the anchors, every dimension sampled with the same random state, so a draw takes
+  the same anchor in every dimension and adds the same noise value to each (an anchor moved
+  along the diagonal; the paper's bandwidth is 0.002).
+``kde-anchor`` and ``kde`` are fitted jointly on the latent vectors (default) or with
+``joint=False`` per dimension, each dimension drawn independently (mixing anchors; not what the
+published code does). Draws are clipped to the tanh box. Per-dimension draws ignore that latent
 dimensions are not independent (how each sampler fares: BENCHMARKS.md, sampling). The report gives
 each method's distance to the nearest training state, so near-copies of training models show as such.
 """
@@ -43,7 +48,8 @@ from modelzoo.specs import TrainingConfig, validated
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.zoo import Zoo, open_zoo
 
-SAMPLERS = ("kde-anchor", "kde", "uniform")
+SAMPLERS = ("kde-anchor", "kde", "uniform", "kde-2022")
+DEFAULT_SAMPLERS = ("kde-anchor", "kde", "uniform")
 BASELINES = ("B_T", "B_F")
 SEED_OFFSET = 1_000_000  # fine-tuning seeds (data order) start here, away from zoo seeds
 
@@ -53,10 +59,10 @@ class SampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     n: int = Field(10, ge=1)  # models kept per sampler (and per baseline)
-    samplers: tuple[Literal["kde-anchor", "kde", "uniform"], ...] = SAMPLERS
+    samplers: tuple[Literal["kde-anchor", "kde", "uniform", "kde-2022"], ...] = DEFAULT_SAMPLERS
     quantile: float = Field(0.7, ge=0, lt=1)  # anchors: training states with test accuracy >= this quantile
     bandwidth: PositiveFloat | Literal["scott", "silverman"] = 0.2  # KDE bandwidth on the latents
-    joint: bool = True  # KDE over the whole latent vector (False: per dimension, as in 2022)
+    joint: bool = True  # KDE over the whole latent vector (False: each dimension independently)
     finetune_epochs: int = Field(0, ge=0)
     keep_best: int | None = Field(None, ge=1)  # keep the best k of the n draws (zero-shot val acc)
     datasets: list[str] = []  # extra data sets for transfer
@@ -87,7 +93,11 @@ def draw_latents(sampler: str, fit_on: np.ndarray, box: np.ndarray, n: int,
     rng = np.random.default_rng(seed)
     if sampler == "uniform":
         return rng.uniform(box.min(0), box.max(0), (n, box.shape[1])).astype(np.float32)
-    if joint:
+    if sampler == "kde-2022":  # one random state for every dimension, as the published code
+        draws = np.stack([KernelDensity(bandwidth=bandwidth).fit(fit_on[:, [d]])
+                          .sample(n, random_state=seed)[:, 0]
+                          for d in range(fit_on.shape[1])], axis=1)
+    elif joint:
         draws = KernelDensity(bandwidth=bandwidth).fit(fit_on).sample(n, random_state=seed)
     else:
         seeds = rng.integers(0, 2**31 - 1, fit_on.shape[1])
@@ -225,7 +235,8 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         anchors = anchor_rows(accuracy, train_rows, cfg.quantile)
         base = base_config(zoo, np.unique(data.models[anchors]))
         anchors = anchors[[same_config(zoo.config(int(m)), base) for m in data.models[anchors]]]
-        fit_on = {"kde-anchor": embedding[anchors], "kde": embedding[train_rows],
+        fit_on = {"kde-anchor": embedding[anchors], "kde-2022": embedding[anchors],
+                  "kde": embedding[train_rows],
                   "uniform": embedding[train_rows]}
         sampled: dict[str, np.ndarray] = {}
         for i, name in enumerate(cfg.samplers):

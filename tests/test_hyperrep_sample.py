@@ -203,3 +203,16 @@ def test_keep_best_and_transfer_to_another_data_set(zoo, run, tmp_path):
         assert np.allclose(kept_val, val[-2:])
     assert everything["n"] == 4
 
+
+def test_the_2022_sampler_takes_one_anchor_per_draw():
+    """As the published code samples (one random state for every dimension's KDE): each draw is
+    one anchor plus the same offset in every dimension; the per-dimension mode mixes anchors."""
+    anchors = np.random.default_rng(0).uniform(-0.5, 0.5, (5, 8)).astype(np.float32)
+    draws = draw_latents("kde-2022", anchors, anchors, 50, 0.01, True, seed=4)
+    for draw in draws:
+        offsets = draw[None] - anchors  # [anchors, dims]
+        assert (offsets.std(axis=1) < 1e-5).any()  # one anchor, moved along the diagonal
+    mixed = draw_latents("kde", anchors, anchors, 50, 0.01, False, seed=4)
+    assert not all(((d[None] - anchors).std(axis=1) < 1e-5).any() for d in mixed)
+    assert np.array_equal(draws, draw_latents("kde-2022", anchors, anchors, 50, 0.01, True, 4))
+
