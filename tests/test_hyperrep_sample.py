@@ -216,3 +216,37 @@ def test_the_2022_sampler_takes_one_anchor_per_draw():
     assert not all(((d[None] - anchors).std(axis=1) < 1e-5).any() for d in mixed)
     assert np.array_equal(draws, draw_latents("kde-2022", anchors, anchors, 50, 0.01, True, 4))
 
+
+
+def test_sampling_a_batchnorm_zoo_recalibrates_its_statistics(tmp_path):
+    """A (narrow) ResNet-18 zoo: sampled models get BatchNorm statistics measured on training
+    images, so measuring them again changes nothing; the sample archive is sound."""
+    import torch
+
+    from hyperrep.sample import SampleConfig, recalibrate_batchnorm, sample
+    from modelzoo.archive import validate_archive
+    from modelzoo.generate import generate
+    from modelzoo.specs import parse_spec
+
+    spec = tetris_spec(name="tiny-resnet",
+                       architecture={"name": "resnet18", "in_channels": 1, "num_classes": 4,
+                                     "width": 2},
+                       training={"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 0.01,
+                                 "activation": "relu", "init": "kaiming_uniform",
+                                 "train_fraction": 0.3},
+                       factors={"seed": {"range": [1, 8]}})
+    zoo = generate(parse_spec(spec), tmp_path / "zoo")
+    run = tmp_path / "run"
+    train(zoo, run, TrainConfig(epochs=2, canonical=True, permutations=0, d_model=32, heads=2,
+                                encoder_blocks=1, decoder_blocks=1, latent=16, batch_size=4))
+    out = tmp_path / "samples"
+    sample(run, zoo, out, SampleConfig.of(n=2, samplers=("kde-anchor",), finetune_epochs=0))
+    assert validate_archive(out) == []
+    images = load_data(parse_spec(spec)).train.x
+    with open_zoo(out) as samples:
+        for m in samples.model_ids:
+            net = samples.model(m, 0)
+            stored = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+            assert stored and recalibrate_batchnorm(net, images)
+            again = {k: v for k, v in net.state_dict().items() if "running" in k}
+            assert all(torch.allclose(stored[k], again[k], atol=1e-5) for k in stored)

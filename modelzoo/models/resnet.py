@@ -32,22 +32,24 @@ class BasicBlock(nn.Module):
 class ResNet18(ZooModel):
     """CIFAR-style ResNet-18: 3x3 stride-1 stem, no max-pool, BasicBlock [2, 2, 2, 2].
 
-    11,173,962 parameters with 10 classes; works for 32x32 and 64x64 inputs (global average pool).
+    11,173,962 parameters with 10 classes at the published ``width`` 64 (channels of the first
+    stage; the stages have width x 1, 2, 4, 8); works for any input of 4x4 or more (global average
+    pool). Smaller widths make ResNet zoos that train and sample on a CPU.
     """
 
     def __init__(self, in_channels=3, num_classes=10, activation="relu", dropout=0.0,
-                 init="kaiming_uniform", bias_init=0.01):
+                 init="kaiming_uniform", bias_init=0.01, width=64):
         super().__init__(activation, dropout, init, bias_init)
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        layers, in_planes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        layers, in_planes = [], width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
             layers.append(nn.Sequential(BasicBlock(in_planes, planes, stride, self.act),
                                         BasicBlock(planes, planes, 1, self.act)))
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.drop1 = self.drop(0)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
         self.reset_parameters()
 
     def forward(self, x, dropout_key=None, dropout_p=None):
