@@ -74,9 +74,12 @@ def _summary(root: Path) -> dict:
     per_epoch = []
     for epoch, group in table.groupby("epoch"):
         acc = group[metric].to_numpy()
-        per_epoch.append({"epoch": int(epoch), "mean": float(acc.mean()), "std": float(acc.std()),
-                          "min": float(acc.min()), "median": float(np.median(acc)),
-                          "max": float(acc.max())})
+        acc = acc[~np.isnan(acc)]  # imported zoos: states their source lacks are NaN
+        stats = {"mean": acc.mean(), "std": acc.std(), "min": acc.min(),
+                 "median": np.median(acc), "max": acc.max()} if len(acc) else \
+            dict.fromkeys(("mean", "std", "min", "median", "max"), np.nan)
+        per_epoch.append({"epoch": int(epoch), "models": int(len(acc)),
+                          **{k: float(v) for k, v in stats.items()}})
     factors = {f: {str(k): int(v) for k, v in
                    table[table.epoch == zoo.epochs[0]][f].value_counts(sort=False).items()}
                for f in zoo.factor_names}
@@ -108,11 +111,11 @@ def info(root: Path = typer.Argument(..., help="archive directory"),
     title = "test accuracy" if summary["metric"] == "test_acc" else \
         f"{summary['metric']} ({summary['task']})"
     table = Table(title=f"{title} per epoch")
-    for col in ("epoch", "mean", "std", "min", "median", "max"):
+    for col in ("epoch", "models", "mean", "std", "min", "median", "max"):
         table.add_column(col, justify="right")
     for row in summary[f"{summary['metric']}_per_epoch"]:
-        table.add_row(str(row["epoch"]), *(f"{row[k]:.3f}" for k in
-                                           ("mean", "std", "min", "median", "max")))
+        table.add_row(str(row["epoch"]), str(row["models"]),
+                      *(f"{row[k]:.3f}" for k in ("mean", "std", "min", "median", "max")))
     console.print(table)
     for factor, counts in summary["factors"].items():
         shown = ", ".join(f"{k} ({v})" for k, v in list(counts.items())[:12])

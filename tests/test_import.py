@@ -234,6 +234,10 @@ def test_unterthiner_import_computes_the_published_function(unterthiner_folder, 
     assert "1 states the source lacks" in result.stdout and "1 states with non-finite" in result.stdout
     assert validate_archive(out) == []
     assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
+    info = run_cli("cli.zoo", "info", str(out), "--json")
+    per_epoch = {row["epoch"]: row for row in json.loads(info.stdout)["test_acc_per_epoch"]}
+    assert per_epoch[60]["models"] == 2 and per_epoch[86]["models"] == 3  # a missing state: left out
+    assert all(np.isfinite(row["mean"]) for row in per_epoch.values())
     table = pd.read_csv(folder / "metrics.csv.gz", index_col=0)
     x = (images[..., None] / 255.0) * 2 - 1
     with open_zoo(out) as zoo:
