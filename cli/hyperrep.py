@@ -13,7 +13,7 @@ from cli.common import DEVICE_HELP, progress_bar, resolve_device, user_errors
 app = typer.Typer(help="Hyper-representations: learn from the weights of a model zoo.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-COLUMNS = ("W", "S(W)", "S(W)+GBT", "embedding")
+COLUMNS = ("W", "S(W)", "S(W) weights", "S(W)+GBT", "embedding")
 VIEWS_HELP = ("average each embedding over the model and views-1 random function-preserving "
               "permutations of it (default: 16 for runs trained with permutations, else 1)")
 
@@ -66,7 +66,8 @@ def probe(run: Path = typer.Argument(..., help="run directory"),
           plot: Path | None = typer.Option(None, help="folder for plots"),
           views: int | None = typer.Option(None, help=VIEWS_HELP),
           device: str = typer.Option("cpu", help=DEVICE_HELP)):
-    """Predict properties from W, S(W), S(W)+GBT and the embedding; print one table."""
+    """Predict properties from W, S(W) (with biases; 'weights': without, as published in 2021),
+    S(W)+GBT and the embedding; print one table."""
     from hyperrep.probes import probe_table
 
     results = probe_table(run, zoo, plot, views, resolve_device(device))

@@ -1,4 +1,5 @@
-"""Linear probes of model properties from W, S(W), S(W)+GBT and the learned embedding.
+"""Linear probes of model properties from W, S(W), S(W) of the weights only, S(W)+GBT and the
+learned embedding.
 
 Samples are (model, epoch) states; the split is by model (the run's 70/15/15 split), so no model
 is in two splits. Continuous properties (test accuracy, generalisation gap, epoch, each varied
@@ -27,10 +28,14 @@ ALPHAS = [10.0 ** k for k in range(3, -6, -1)]
 STAT_QUANTILES = (1, 25, 50, 75, 99)
 
 
-def weight_statistics(flat: np.ndarray, layout: Layout) -> np.ndarray:
-    """S(W): per tensor (weights, biases separately): mean, variance, 1/25/50/75/99th percentile."""
+def weight_statistics(flat: np.ndarray, layout: Layout, biases: bool = True) -> np.ndarray:
+    """S(W): per tensor (weights, biases separately): mean, variance, 1/25/50/75/99th percentile.
+    ``biases=False``: weight tensors only (2+ dims), as the published 2021 baseline computes it;
+    with biases it is the stronger baseline. The probes report both."""
     features = []
     for entry in layout.param_entries():
+        if not biases and len(entry.shape) < 2:
+            continue
         values = flat[:, entry.offset:entry.offset + entry.size]
         features += [values.mean(1), values.var(1)]
         features += list(np.percentile(values, STAT_QUANTILES, axis=1))
@@ -192,7 +197,9 @@ def probe_table(run: Path, zoo_path: Path, plot: Path | None = None, views: int 
         if any(len(v) == 0 for v in splits.values()):
             raise ZooError(f"{zoo_path}: too few models to probe ({len(zoo)}): every split "
                            f"(train / val / test) needs at least one")
-        features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout), "embedding": embedding}
+        features = {"W": flat, "S(W)": weight_statistics(flat, zoo.layout),
+                    "S(W) weights": weight_statistics(flat, zoo.layout, biases=False),
+                    "embedding": embedding}
         factor_names, primary = zoo.factor_names, zoo.primary_metric
     targets = probe_targets(table, factor_names, primary)
     results = run_probes(features, targets, splits)

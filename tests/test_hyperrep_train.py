@@ -90,8 +90,9 @@ def test_probe_cli_on_real_embeddings(zoo, run, tmp_path):
     table = json.loads(out.read_text())
     assert {"test_acc", "gap", "epoch", "activation", "lr"} <= set(table)
     for row in table.values():
-        assert set(row) == {"metric", "W", "S(W)", "S(W)+GBT", "embedding"}
-        assert all(np.isfinite(row[k]) for k in ("W", "S(W)", "S(W)+GBT", "embedding"))
+        assert set(row) == {"metric", "W", "S(W)", "S(W) weights", "S(W)+GBT", "embedding"}
+        assert all(np.isfinite(row[k]) for k in ("W", "S(W)", "S(W) weights", "S(W)+GBT",
+                                                 "embedding"))
     assert table["activation"]["metric"] == "accuracy"
     assert (tmp_path / "plots" / "predicted_vs_true.png").exists()
     assert "embedding" in result.stdout
@@ -164,3 +165,18 @@ def test_probe_warnings_stay_inside_the_probes():
     assert warnings.filters == before
     with pytest.warns(ConvergenceWarning):
         warnings.warn("still reported outside the probes", ConvergenceWarning)
+
+
+def test_weight_statistics_with_and_without_biases():
+    """S(W) has 7 statistics per parameter tensor; the published 2021 variant skips the biases."""
+    from hyperrep.probes import weight_statistics
+    from modelzoo.archive import Layout
+    from modelzoo.models import create_model
+
+    layout = Layout.of(create_model("cnn_s"))  # 5 weight tensors, 5 biases
+    flat = np.random.default_rng(0).normal(size=(3, layout.size)).astype(np.float32)
+    assert weight_statistics(flat, layout).shape == (3, 70)
+    weights_only = weight_statistics(flat, layout, biases=False)
+    assert weights_only.shape == (3, 35)
+    conv1 = flat[:, :layout.entries[0].size]
+    assert np.allclose(weights_only[:, :2], np.stack([conv1.mean(1), conv1.var(1)], 1))
