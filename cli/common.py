@@ -57,11 +57,6 @@ def progress_bar(unit: str) -> Progress:
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (cuda when available)"
 
 
-def device_option():
-    """The same --device option for every command that computes."""
-    return typer.Option("cpu", help=DEVICE_HELP)
-
-
 def resolve_device(device: str) -> str:
     """Validate a --device value ('cpu', 'cuda', 'cuda:N', 'auto') and resolve 'auto'."""
     import torch

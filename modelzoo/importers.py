@@ -159,8 +159,9 @@ def read_modelzoos(root: Path) -> dict:
     dataset = _dataset_from(json.dumps(_read_json(folders[0] / "params.json")))
     return {"arch": arch[:2], "models": models, "epochs": epochs,
             "states": [np.stack([s[e] for e in epochs]) for s in states],
-            "metrics": [{k: np.array([_line_of(m, e, offset).get(k, np.nan) for e in epochs],
-                                     np.float32) for k in METRICS} for m in metrics],
+            "metrics": [{k: np.array([by_epoch.get(e, {}).get(k, np.nan) for e in epochs],
+                                     np.float32) for k in METRICS}
+                        for by_epoch in (_lines_by_epoch(m, offset) for m in metrics)],
             "dataset": dataset, "dropped_epochs": sorted(set().union(*states) - set(epochs)),
             "metrics_offset": offset}
 
@@ -228,12 +229,13 @@ def _iteration_offset(lines: list[list[dict]], states: list[dict]) -> int | None
     return max(matches, key=lambda offset: (matches[offset], -offset))
 
 
-def _line_of(lines: list[dict], epoch: int, offset: int | None) -> dict:
-    """The result line of a checkpoint epoch ({} when there is none)."""
-    for line in lines:
-        if (line["iteration"] == epoch + offset) if offset is not None else line["line"] == epoch:
-            return line
-    return {}
+def _lines_by_epoch(lines: list[dict], offset: int | None) -> dict[int, dict]:
+    """Each checkpoint epoch's result line: the first whose ``training_iteration`` is the epoch
+    plus ``offset`` (None: line i is epoch i)."""
+    if offset is None:
+        return {line["line"]: line for line in lines}
+    return {line["iteration"] - offset: line for line in reversed(lines)
+            if line["iteration"] is not None}
 
 
 # -- Unterthiner et al. (weights.npy + metrics.csv.gz + layout.csv) ------------------------------
@@ -261,6 +263,8 @@ def read_unterthiner(root: Path) -> dict:
     steps = steps.astype(np.int64)
     groups = model_rows(table, steps)
     epochs = sorted(set(steps.tolist()))
+    columns = {metric: table[column].to_numpy(np.float32)  # read once, not cell by cell
+               for column, metric in UNTERTHINER_METRICS.items() if column in table.columns}
     models, states, metrics, missing, nonfinite = [], [], [], [], []
     for m, rows in enumerate(groups):
         by_step = {int(steps[r]): r for r in rows}
@@ -277,9 +281,8 @@ def read_unterthiner(root: Path) -> dict:
             state[e] = tf_to_torch(np.asarray(weights[r]), placement, layout)
             if not np.isfinite(state[e]).all():
                 nonfinite.append([m, epoch])
-            for column, metric in UNTERTHINER_METRICS.items():
-                if column in table.columns:
-                    values[metric][e] = table[column].iloc[r]
+            for metric, column in columns.items():
+                values[metric][e] = column[r]
         states.append(state)
         metrics.append(values)
         first = table.iloc[rows[0]]

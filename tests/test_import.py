@@ -131,13 +131,18 @@ def test_a_checkpoint_that_needs_unpickling_is_refused(modelzoos_folder, tmp_pat
     assert not out.exists() and not any(p.name.startswith(".zoo") for p in tmp_path.iterdir())
 
 
-def tf_same_conv_relu(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Reference NHWC convolution, HWIO kernel, stride 2, TensorFlow 'same' padding, then ReLU."""
+def tf_conv_relu(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray,
+                 padding: str = "same") -> np.ndarray:
+    """Reference NHWC convolution, HWIO kernel, stride 2, TensorFlow 'same' or 'valid' padding,
+    then ReLU."""
     n, h, w, _ = x.shape
     k = kernel.shape[0]
-    oh, ow = -(-h // 2), -(-w // 2)
-    ph, pw = max((oh - 1) * 2 + k - h, 0), max((ow - 1) * 2 + k - w, 0)
-    x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    if padding == "same":
+        oh, ow = -(-h // 2), -(-w // 2)
+        ph, pw = max((oh - 1) * 2 + k - h, 0), max((ow - 1) * 2 + k - w, 0)
+        x = np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    else:
+        oh, ow = (h - k) // 2 + 1, (w - k) // 2 + 1
     out = np.zeros((n, oh, ow, kernel.shape[3]))
     for i in range(oh):
         for j in range(ow):
@@ -157,14 +162,7 @@ def keras_forward(x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     inputs, global average pooling, Dense(10) -> logits [N, 10]."""
     h = x
     for layer, _ in KERAS_VARIABLES[:3]:
-        kernel, bias = params[f"{layer}/kernel:0"], params[f"{layer}/bias:0"]
-        oh, ow = (h.shape[1] - 3) // 2 + 1, (h.shape[2] - 3) // 2 + 1
-        out = np.zeros((len(h), oh, ow, kernel.shape[3]))
-        for i in range(oh):
-            for j in range(ow):
-                out[:, i, j] = np.einsum("nhwc,hwco->no", h[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3],
-                                         kernel)
-        h = np.maximum(out + bias, 0)
+        h = tf_conv_relu(h, params[f"{layer}/kernel:0"], params[f"{layer}/bias:0"], "valid")
     dense = KERAS_VARIABLES[3][0]
     return h.mean((1, 2)) @ params[f"{dense}/kernel:0"] + params[f"{dense}/bias:0"]
 
@@ -318,7 +316,7 @@ def test_tf_same_padding_layer_matches_the_reference():
     x = torch.randn(1, 1, 28, 28)
     kernel = net.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
     ours = F.relu(net.conv1(F.pad(x, (0, 1, 0, 1)))).detach().numpy().transpose(0, 2, 3, 1)
-    reference = tf_same_conv_relu(x.numpy().transpose(0, 2, 3, 1), kernel,
+    reference = tf_conv_relu(x.numpy().transpose(0, 2, 3, 1), kernel,
                                   net.conv1.bias.detach().numpy())
     assert np.allclose(ours, reference, atol=1e-5)
 

@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -214,10 +215,7 @@ def check_manifest(data: dict, root: Path, where: str) -> None:
         raise ArchiveCorrupt(validation_error_line(exc, where)) from None
     offset = 0
     for i, entry in enumerate(schema.layout):
-        size = 1
-        for d in entry.shape:
-            size *= d
-        if entry.offset != offset or entry.size != size:
+        if entry.offset != offset or entry.size != math.prod(entry.shape):
             raise ArchiveCorrupt(f"{where}: layout.{i} ({entry.name}) does not follow on from the "
                                  f"entries before it")
         offset += entry.size
@@ -411,17 +409,14 @@ class Manifest:
     def complete(self) -> bool:
         return bool(self.data.get("complete"))
 
-    def mark_complete(self, complete: bool = True) -> None:
-        self.data["complete"] = complete
+    def mark_complete(self) -> None:
+        self.data["complete"] = True
 
     # -- files --------------------------------------------------------------------------------
     @property
     def shards(self) -> list[dict]:
         """Completed shards in model order: ``file``, ``models`` [start, stop), ``sha256``, ``bytes``."""
         return self.data["shards"]
-
-    def add_shard(self, file: str, start: int, stop: int, sha256: str, size: int) -> None:
-        add_shard_entry(self.data["shards"], file, start, stop, sha256, size)
 
     def pending(self) -> list[tuple[int, int]]:
         """Shard ranges not yet written."""

@@ -1,5 +1,7 @@
-"""The shard file: one HDF5 file of a range of models' states and metrics."""
+"""The shard file: one HDF5 file of a range of models' states and metrics, and how one is added to
+an archive crash-safely (``commit_shard``)."""
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,7 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from modelzoo.archive.manifest import FORMAT, FORMAT_VERSION, fsync_file
+from modelzoo.archive.manifest import (FORMAT, FORMAT_VERSION, PARTIAL, add_shard_entry,
+                                       fsync_file, sha256_file, shard_name)
 
 MAX_CHUNK = 1 << 20  # floats per chunk: one state per chunk up to 4 MiB
 
@@ -44,3 +47,23 @@ def write_shard_file(path: Path, model_ids: range, runs: Sequence[ModelRun], n_p
             f.create_dataset(f"metrics/{metric}", data=values, track_times=False)
         f.flush()
     fsync_file(path)
+
+
+def commit_shard(root: Path, folder: str, entries: list[dict], start: int, stop: int,
+                 shard_size: int, runs: Sequence[ModelRun], n_params: int,
+                 metrics: Sequence[str], extra: dict[str, np.ndarray] | None = None,
+                 stamp_format: bool = True) -> None:
+    """Write the shard of models [start, stop) under ``root/.partial``, rename it into
+    ``root/folder`` and record it (file, range, sha256, bytes) in ``entries``, the manifest's shard
+    list (the zoo's, or a twin set's); the caller saves the manifest. A kill leaves at most a
+    scratch file under ``.partial``."""
+    name = shard_name(start, shard_size)
+    tmp = root / PARTIAL / name
+    tmp.parent.mkdir(exist_ok=True)
+    write_shard_file(tmp, range(start, stop), runs, n_params, metrics, extra, stamp_format)
+    final = root / folder / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    digest = sha256_file(tmp)
+    os.replace(tmp, final)
+    add_shard_entry(entries, f"{folder}/{name}", start, stop, digest, final.stat().st_size)
+

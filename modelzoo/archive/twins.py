@@ -7,8 +7,6 @@ before fine-tuning), ``masks`` uint8 [models, ceil(params / 8)] (``np.packbits``
 sums, ``complete``) lists them. ``modelzoo.sparsify`` makes them; ``Twins`` reads them.
 """
 
-import math
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,15 +16,8 @@ import numpy as np
 import pandas as pd
 
 from modelzoo.archive.layout import Layout
-from modelzoo.archive.manifest import (
-    METRICS,
-    PARTIAL,
-    Manifest,
-    add_shard_entry,
-    sha256_file,
-    shard_name,
-)
-from modelzoo.archive.shards import ModelRun, write_shard_file
+from modelzoo.archive.manifest import METRICS, PARTIAL, Manifest
+from modelzoo.archive.shards import ModelRun, commit_shard
 
 
 def prunable(layout: Layout) -> np.ndarray:
@@ -50,19 +41,11 @@ def write_twin_shard(root: Path, manifest: Manifest, entry: dict, start: int, st
     """Write the twin shard of models [start, stop) of the twin set ``entry`` (runs: ``ModelRun``
     per model, masks: bool [models, params]) and record it in the manifest, crash-safely."""
     layout = manifest.layout
-    name = shard_name(start, manifest.shard_size)
-    folder = f"twins/{entry['name']}"
-    (root / PARTIAL).mkdir(exist_ok=True)
-    tmp = root / PARTIAL / name
     final_states = np.stack([r.states[-1] for r in runs]).astype(np.float32)
-    write_shard_file(tmp, range(start, stop), runs, layout.size, METRICS, stamp_format=False,
-                     extra={"masks": np.packbits(masks, axis=1),
-                            "sparsity": sparsity(final_states, layout)})
-    final = root / folder / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    digest = sha256_file(tmp)
-    os.replace(tmp, final)
-    add_shard_entry(entry["shards"], f"{folder}/{name}", start, stop, digest, final.stat().st_size)
+    commit_shard(root, f"twins/{entry['name']}", entry["shards"], start, stop,
+                 manifest.shard_size, runs, layout.size, METRICS, stamp_format=False,
+                 extra={"masks": np.packbits(masks, axis=1),
+                        "sparsity": sparsity(final_states, layout)})
     manifest.save(root)
     shutil.rmtree(root / PARTIAL, ignore_errors=True)
 
@@ -110,25 +93,3 @@ class Twins:
                  "sparsity": np.repeat(self.sparsity(), len(self.epochs))}
         table.update({m: v.reshape(-1) for m, v in metrics.items()})
         return pd.DataFrame(table)
-
-
-def twin_shard_problems(root: Path, manifest: Manifest) -> list[str]:
-    """Checksums and shapes of the twin shards listed in the manifest."""
-    problems = []
-    for entry in manifest.twins.values():
-        for shard in entry["shards"]:
-            path = root / shard["file"]
-            if not path.is_file():
-                problems.append(f"{shard['file']}: missing")
-            elif sha256_file(path) != shard["sha256"]:
-                problems.append(f"{shard['file']}: sha256 mismatch (file is corrupt or was changed)")
-            else:
-                with h5py.File(path, "r") as f:
-                    expected = (shard["models"][1] - shard["models"][0],
-                                entry["finetune_epochs"] + 1, manifest.n_params)
-                    if f["weights"].shape != expected:
-                        problems.append(f"{shard['file']}: weights shape {f['weights'].shape}, "
-                                        f"expected {expected}")
-                    if f["masks"].shape[1] != math.ceil(manifest.n_params / 8):
-                        problems.append(f"{shard['file']}: masks shape {f['masks'].shape}")
-    return problems

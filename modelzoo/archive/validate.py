@@ -1,13 +1,23 @@
 """``zoo validate``: every check an archive must pass (manifest, checksums, shapes, NaNs)."""
 
+import math
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from modelzoo.archive.manifest import Manifest, sha256_file
-from modelzoo.archive.twins import twin_shard_problems
 from modelzoo.errors import ZooError
+
+
+def file_problem(root: Path, item: dict) -> str | None:
+    """What is wrong with a file the manifest lists (``file``, ``sha256``): missing or changed."""
+    path = root / item["file"]
+    if not path.is_file():
+        return f"{item['file']}: missing"
+    if sha256_file(path) != item["sha256"]:
+        return f"{item['file']}: sha256 mismatch (file is corrupt or was changed)"
+    return None
 
 
 def validate_archive(root: str | Path) -> list[str]:
@@ -28,11 +38,8 @@ def validate_archive(root: str | Path) -> list[str]:
         path = root / shard["file"]
         start, stop = shard["models"]
         covered.extend(range(start, stop))
-        if not path.is_file():
-            problems.append(f"{shard['file']}: missing")
-            continue
-        if sha256_file(path) != shard["sha256"]:
-            problems.append(f"{shard['file']}: sha256 mismatch (file is corrupt or was changed)")
+        if problem := file_problem(root, shard):
+            problems.append(problem)
             continue
         try:
             with h5py.File(path, "r") as f:
@@ -61,10 +68,24 @@ def validate_archive(root: str | Path) -> list[str]:
     if manifest.complete and sorted(covered) != list(range(manifest.n_models)):
         problems.append("manifest: complete, but shards do not cover every model exactly once")
     problems.extend(twin_shard_problems(root, manifest))
-    for item in manifest.exports:
-        path = root / item["file"]
-        if not path.is_file():
-            problems.append(f"{item['file']}: missing")
-        elif sha256_file(path) != item["sha256"]:
-            problems.append(f"{item['file']}: sha256 mismatch (file is corrupt or was changed)")
+    problems.extend(p for item in manifest.exports if (p := file_problem(root, item)))
+    return problems
+
+
+def twin_shard_problems(root: Path, manifest: Manifest) -> list[str]:
+    """Checksums and shapes of the twin shards listed in the manifest."""
+    problems = []
+    for entry in manifest.twins.values():
+        for shard in entry["shards"]:
+            if problem := file_problem(root, shard):
+                problems.append(problem)
+            else:
+                with h5py.File(root / shard["file"], "r") as f:
+                    expected = (shard["models"][1] - shard["models"][0],
+                                entry["finetune_epochs"] + 1, manifest.n_params)
+                    if f["weights"].shape != expected:
+                        problems.append(f"{shard['file']}: weights shape {f['weights'].shape}, "
+                                        f"expected {expected}")
+                    if f["masks"].shape[1] != math.ceil(manifest.n_params / 8):
+                        problems.append(f"{shard['file']}: masks shape {f['masks'].shape}")
     return problems

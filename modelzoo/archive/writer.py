@@ -15,7 +15,6 @@ replaced atomically after every shard. A killed generation therefore leaves only
 Files carry no timestamps, so the same zoo gives byte-identical shards.
 """
 
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,12 +24,10 @@ from modelzoo.archive.manifest import (
     MANIFEST,
     PARTIAL,
     Manifest,
-    sha256_file,
-    shard_name,
     write_atomic,
 )
 from modelzoo.archive.reader import ArchiveReader
-from modelzoo.archive.shards import ModelRun, write_shard_file
+from modelzoo.archive.shards import ModelRun, commit_shard
 from modelzoo.errors import ZooError
 
 
@@ -81,15 +78,8 @@ class ArchiveWriter:
 
     def write_shard(self, start: int, stop: int, runs: Sequence[ModelRun]) -> None:
         """Write the shard of models [start, stop) and record it in the manifest."""
-        name = shard_name(start, self.manifest.shard_size)
-        tmp = self.root / PARTIAL / name
-        tmp.parent.mkdir(exist_ok=True)
-        write_shard_file(tmp, range(start, stop), runs, self.manifest.n_params,
-                         self.manifest.metrics)
-        final = self.root / "shards" / name
-        digest = sha256_file(tmp)
-        os.replace(tmp, final)
-        self.manifest.add_shard(f"shards/{name}", start, stop, digest, final.stat().st_size)
+        commit_shard(self.root, "shards", self.manifest.shards, start, stop,
+                     self.manifest.shard_size, runs, self.manifest.n_params, self.manifest.metrics)
         self.save_manifest()
 
     def write_all(self, runs: Sequence[ModelRun]) -> None:
