@@ -8,9 +8,17 @@ keeps the bytes equal to the local backend's. The data set is loaded once by the
 shared through Ray's object store, so worker nodes need no copy of the data folder. A task whose
 worker dies is retried (``max_retries``); shards already written are never redone, so a killed
 driver resumes with ``zoo generate --resume``. Shards hold the same bytes as the local backend's.
+
+``MODELZOO_RAY_TRACE=FILE`` (set for the driver) makes every task attempt append two JSON lines to
+FILE on the node it runs on: ``{"event": "begin" | "end", "start", "stop", "pid", "host", "time"}``
+(time: Unix seconds). An attempt that began and never ended died; a later "begin" of the same
+shard is its retry. Tracing shows where shards ran, which ones were retried and which overlapped.
 """
 
+import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +31,31 @@ from modelzoo.train import train_configs
 TASK_RETRIES = 3
 
 
+TRACE_VARIABLE = "MODELZOO_RAY_TRACE"
+
+
+def trace_attempt(trace: str | None, event: str, start: int, stop: int) -> None:
+    """Append one line of the task-attempt trace (see the module docstring)."""
+    if trace:
+        line = {"event": event, "start": start, "stop": stop, "pid": os.getpid(),
+                "host": socket.gethostname(), "time": time.time()}
+        with open(trace, "a") as f:  # one short write per line: lines of tasks never interleave
+            f.write(json.dumps(line) + "\n")
+
+
 def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device: str,
-                population_size: int | None, threads: int) -> list[ModelRun]:
+                population_size: int | None, threads: int,
+                trace: str | None = None) -> list[ModelRun]:
     """The work of one shard, run inside a Ray worker with ``threads`` intra-op threads."""
     import torch
 
+    trace_attempt(trace, "begin", start, stop)
     torch.set_num_threads(threads)
     spec = parse_spec(spec_json)
-    return train_configs(spec, spec.configs()[start:stop], data, device, population_size,
+    runs = train_configs(spec, spec.configs()[start:stop], data, device, population_size,
                          first=start)
+    trace_attempt(trace, "end", start, stop)
+    return runs
 
 
 def send_auth_token() -> None:
@@ -77,8 +101,10 @@ def run_ray(spec: ZooSpec, writer: ArchiveWriter, data: DataSplits, device: str,
     try:
         data_ref = ray.put(data)
         spec_json = spec.model_dump(mode="json")
+        trace = os.environ.get(TRACE_VARIABLE)
+        trace = str(Path(trace).resolve()) if trace else None  # workers run in other folders
         futures = {task.remote(spec_json, start, stop, data_ref, device, population_size,
-                               threads): (start, stop) for start, stop in writer.pending()}
+                               threads, trace): (start, stop) for start, stop in writer.pending()}
         while futures:
             ready, _ = ray.wait(list(futures), num_returns=1)
             start, stop = futures.pop(ready[0])

@@ -1,8 +1,10 @@
 """The Ray backend (local instance, 2 workers) writes the same archive as the local backend, also
-when a worker is killed in the middle of a shard; tasks run side by side when CPUs allow; a head
-started separately is joined; a missing Ray is one error line. Ray is installed in CI (make
-setup), so these tests fail rather than skip there."""
+when a worker is killed in the middle of a shard (the task-attempt trace shows the retry); tasks
+run side by side when CPUs allow (their traced begin/end times overlap); a head started separately
+is joined; a missing Ray is one error line. Ray is installed in CI (make setup), so these tests
+fail rather than skip there."""
 
+import json
 import os
 import signal
 import threading
@@ -43,6 +45,20 @@ def shard_workers() -> list[int]:
     return pids
 
 
+def attempts(trace: Path) -> list[dict]:
+    """Task attempts from the trace: start, stop, pid, begin time and end time (None: it died)."""
+    runs: dict[tuple, dict] = {}
+    for line in trace.read_text().splitlines():
+        event = json.loads(line)
+        key = (event["start"], event["pid"])
+        if event["event"] == "begin":
+            runs[key] = {"start": event["start"], "stop": event["stop"], "pid": event["pid"],
+                         "begin": event["time"], "end": None}
+        else:
+            runs[key]["end"] = event["time"]
+    return sorted(runs.values(), key=lambda a: a["begin"])
+
+
 @pytest.fixture(scope="module")
 def local_zoo(tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "zoo"
@@ -50,8 +66,10 @@ def local_zoo(tmp_path_factory):
     return out
 
 
-def test_ray_archive_equals_local_even_when_a_worker_dies(local_zoo, tmp_path):
+def test_ray_archive_equals_local_even_when_a_worker_dies(local_zoo, tmp_path, monkeypatch):
     out = tmp_path / "ray"
+    trace = tmp_path / "attempts.jsonl"
+    monkeypatch.setenv("MODELZOO_RAY_TRACE", str(trace))
     killed = []
 
     def kill_one_worker():
@@ -69,6 +87,13 @@ def test_ray_archive_equals_local_even_when_a_worker_dies(local_zoo, tmp_path):
     generate(parse_spec(SPEC), out, shard_size=4, backend="ray", ray_cpus=2)
     killer.join()
     assert killed, "no shard task was seen running"
+    tried = attempts(trace)
+    died = [a for a in tried if a["pid"] == killed[0]]
+    assert len(died) == 1 and died[0]["end"] is None, "the killed worker was not inside a shard"
+    retries = [a for a in tried if a["start"] == died[0]["start"] and a["pid"] != killed[0]]
+    assert len(retries) == 1 and retries[0]["begin"] > died[0]["begin"]
+    assert retries[0]["end"] is not None, "the shard of the killed worker was not retried"
+    assert all(a["end"] for a in tried if a is not died[0])
     assert validate_archive(out) == []
     assert shard_bytes(out) == shard_bytes(local_zoo)
 
@@ -117,25 +142,18 @@ def test_ray_archive_of_a_batchnorm_task_zoo_equals_local(tmp_path):
     assert shard_bytes(remote) == shard_bytes(local)
 
 
-def test_tasks_run_side_by_side_with_one_thread_each(local_zoo, tmp_path):
+def test_tasks_run_side_by_side_with_one_thread_each(local_zoo, tmp_path, monkeypatch):
     """Each task asks as many CPUs as it has threads: 1 thread per task on 2 CPUs runs two
-    shards at the same time (seen as two busy shard workers at once)."""
-    busy, done = [], threading.Event()
-
-    def watch():
-        while not done.is_set():
-            busy.append(len(shard_workers()))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        out = generate(parse_spec(SPEC), tmp_path / "ray", shard_size=4, backend="ray",
-                       ray_cpus=2, task_threads=1)
-    finally:
-        done.set()
-        watcher.join()
-    assert max(busy) >= 2, f"never two shard tasks at once (max {max(busy)})"
+    shards at the same time (their traced begin/end intervals overlap)."""
+    trace = tmp_path / "attempts.jsonl"
+    monkeypatch.setenv("MODELZOO_RAY_TRACE", str(trace))
+    out = generate(parse_spec(SPEC), tmp_path / "ray", shard_size=4, backend="ray",
+                   ray_cpus=2, task_threads=1)
+    tried = attempts(trace)
+    assert len(tried) == 4 and all(a["end"] for a in tried)
+    overlaps = [(a["start"], b["start"]) for i, a in enumerate(tried) for b in tried[i + 1:]
+                if b["begin"] < a["end"]]
+    assert overlaps, f"no two shard tasks ran at the same time: {tried}"
     assert validate_archive(out) == []
 
 
