@@ -1,11 +1,23 @@
-"""Hyper-representation benchmark: generate a digits Hyp zoo, train, probe; print table and times.
+"""Hyper-representation probe benchmark: configs x seeds on one zoo, scored without peeking.
 
-    python -m benchmarks.bench_hyperrep [--run runs/bench-hyperrep] [--epochs 30] [--device cpu]
+    python -m benchmarks.bench_hyperrep [--spec zoo_specs/digits-hyp.yaml] [--run runs/bench-hyperrep]
+        [--config hyperrep_configs/sane.yaml ...] [--seeds 0,1,2] [--epochs 30]
+        [--split val | test | both] [--device cpu] [--quick]
 
-Every step is the real CLI (``zoo generate``, ``hyperrep train``, ``hyperrep probe``); an existing zoo
-or run in the folder is reused (training resumes), so a second call only repeats what is missing.
-The zoo (zoo_specs/digits-hyp.yaml) has 336 models x 10 stored epochs as samples; 30 training
-epochs take about 7 minutes on a 2-core CPU.
+The zoo is generated with ``zoo generate`` and every run trained with ``hyperrep train`` (the real
+CLI); an existing zoo or run in the folder is reused (training resumes), and each run's probe
+scores are cached per split, so a second call only repeats what is missing. ``--config`` names
+YAML files of TrainConfig keys (repeatable; none: the defaults); each seed's run gets the file's
+keys plus ``seed`` and ``epochs``.
+
+The protocol: choose between configs with ``--split val`` (the default): the probes are fitted on
+the train split, regularised on val, scored on val, and the test split is not read. Then score the
+configs you report with ``--split test`` (or ``both``), once: the test scores are cached and never
+recomputed. Prints, per split, the baselines (W, S(W) with biases, S(W) of the weights only as
+published in 2021, gradient-boosted trees on S(W)) and each config's embedding as mean +- std over
+seeds (each seed in brackets), Kendall's tau of the headline metric, and the margins the probe
+issue asks for; writes summary.json and summary.md in the run folder. ``--quick``: the tiny Tetris
+zoo, 2 seeds, 3 epochs (a minute on 2 cores; a smoke run, its figures mean nothing).
 """
 
 import argparse
@@ -15,40 +27,135 @@ import sys
 import time
 from pathlib import Path
 
-SPEC = "zoo_specs/digits-hyp.yaml"
+import numpy as np
+import yaml
+
+BASELINES = ("W", "S(W)", "S(W) weights", "S(W)+GBT")
 
 
-def timed(*args: str) -> float:
+def cli(*args: str) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", *args], check=True)
     return time.perf_counter() - start
 
 
+def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: int,
+              device: str) -> Path:
+    """Train (or resume) one seed of one config; returns its run folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = yaml.safe_load(config.read_text()) if config else {}
+    merged = folder / f"seed{seed}.yaml"
+    merged.write_text(yaml.safe_dump({**(keys or {}), "seed": seed, "epochs": epochs}))
+    run = folder / f"seed{seed}"
+    if not (run / "model.safetensors").exists():
+        print(f"training {run} ({cli('cli.hyperrep', 'train', str(zoo), '--out', str(run), '--config', str(merged), '--device', device):.0f} s)")
+    return run
+
+
+def probe_scores(run: Path, zoo: Path, split: str, device: str) -> dict:
+    """The run's probe table on ``split``, computed once and cached in the run folder."""
+    from hyperrep.probes import probe_splits
+
+    cache = run / f"probes-{split}.json"
+    if not cache.exists():
+        start = time.perf_counter()
+        table = probe_splits(run, zoo, (split,), device=device)[split]
+        cache.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"probed {run} on {split} ({time.perf_counter() - start:.0f} s)")
+    return json.loads(cache.read_text())
+
+
+def mean_std(values: list[float]) -> str:
+    each = " / ".join(f"{v:.3f}" for v in values)
+    return f"{np.mean(values):.3f} +- {np.std(values):.3f} ({each})"
+
+
+def summarise(tables: dict[str, list[dict]]) -> tuple[dict, str]:
+    """{config: [probe table per seed]} -> (summary dict, markdown table)."""
+    first = next(iter(tables.values()))[0]
+    properties = list(first)
+    names = list(tables)
+    header = "| property | " + " | ".join(BASELINES) + " | " + \
+        " | ".join(f"embedding: {n}" for n in names) + " |"
+    lines = [header, "|" + "---|" * (1 + len(BASELINES) + len(names))]
+    summary = {}
+    for prop in properties:
+        row = {c: first[prop][c] for c in BASELINES}
+        for name in names:
+            row[name] = [t[prop]["embedding"] for t in tables[name]]
+        summary[prop] = row
+        metric = "" if first[prop]["metric"] == "r2" else " (acc.)"
+        lines.append(f"| {prop}{metric} | " + " | ".join(f"{row[c]:.3f}" for c in BASELINES)
+                     + " | " + " | ".join(mean_std(row[n]) for n in names) + " |")
+        if "kendall_tau" in first[prop]:
+            taus = {c: first[prop]["kendall_tau"][c] for c in BASELINES}
+            for name in names:
+                taus[name] = [t[prop]["kendall_tau"]["embedding"] for t in tables[name]]
+            summary[f"{prop} kendall_tau"] = taus
+            lines.append(f"| {prop} (Kendall tau) | " + " | ".join(
+                f"{taus[c]:.3f}" for c in BASELINES) + " | " + " | ".join(
+                mean_std(taus[n]) for n in names) + " |")
+    return summary, "\n".join(lines)
+
+
+def verdicts(summary: dict, tables: dict[str, list[dict]]) -> list[str]:
+    """The probe issue's margins, per config, from the mean over seeds."""
+    first = next(iter(tables.values()))[0]
+    continuous = [p for p, r in first.items() if r["metric"] == "r2"]
+    out = []
+    for name in tables:
+        mean = {p: float(np.mean(summary[p][name])) for p in continuous}
+        line = [f"{name}: embedding above W on every continuous property: "
+                f"{all(mean[p] > summary[p]['W'] for p in continuous)}"]
+        if "epoch" in mean:
+            line.append(f"epoch R^2 margin over S(W) weights {mean['epoch'] - summary['epoch']['S(W) weights']:+.3f}, "
+                        f"over S(W) {mean['epoch'] - summary['epoch']['S(W)']:+.3f}")
+        gbt_wins = [f"{p} by {summary[p]['S(W)+GBT'] - mean[p]:.3f}" for p in continuous
+                    if summary[p]["S(W)+GBT"] > mean[p]]
+        line.append("S(W)+GBT ahead on " + (", ".join(gbt_wins) or "nothing"))
+        out.append("; ".join(line))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default="zoo_specs/digits-hyp.yaml")
     parser.add_argument("--run", default="runs/bench-hyperrep")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="TrainConfig YAML (repeatable; none: the defaults)")
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--gamma", type=float, default=None)
+    parser.add_argument("--split", default="val", choices=("val", "test", "both"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny Tetris zoo, 2 seeds, 3 epochs")
     args = parser.parse_args()
+    if args.quick:
+        args.spec, args.seeds, args.epochs = "zoo_specs/tiny-tetris.yaml", "0,1", 3
     run = Path(args.run)
-    zoo, rep = run / "zoo", run / "hyperrep"
-    times = {"generate": timed("cli.zoo", "generate", SPEC, "--out", str(zoo), "--device",
-                               args.device)}
-    train = ["cli.hyperrep", "train", str(zoo), "--out", str(rep), "--epochs", str(args.epochs),
-             "--device", args.device]
-    if args.gamma is not None:
-        train += ["--gamma", str(args.gamma)]
-    times["train"] = timed(*train)
-    times["probe"] = timed("cli.hyperrep", "probe", str(rep), str(zoo), "--json",
-                           str(run / "probes.json"), "--plot", str(run / "plots"))
-    results = json.loads((run / "probes.json").read_text())
-    print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
-    continuous = [n for n, r in results.items() if r["metric"] == "r2"]
-    beats_w = all(results[n]["embedding"] > results[n]["W"] for n in continuous)
-    beats_sw = {n: results[n]["embedding"] > results[n]["S(W)"] for n in ("epoch", "gap")}
-    print(f"embedding beats W on every continuous property: {beats_w}; "
-          f"beats S(W) on epoch / gap: {beats_sw}")
+    zoo = run / "zoo"
+    if not (zoo / "manifest.json").exists() or \
+            not json.loads((zoo / "manifest.json").read_text()).get("complete"):
+        print(f"generated the zoo ({cli('cli.zoo', 'generate', args.spec, '--out', str(zoo), '--device', args.device):.0f} s)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    configs = {c.stem: c for c in args.config} or {"defaults": None}
+    splits = ("val", "test") if args.split == "both" else (args.split,)
+    tables = {split: {} for split in splits}
+    for name, config in configs.items():
+        for seed in seeds:
+            trained = train_run(zoo, run / "runs" / name, config, seed, args.epochs, args.device)
+            for split in splits:
+                tables[split].setdefault(name, []).append(
+                    probe_scores(trained, zoo, split, args.device))
+    report, markdown = {}, []
+    for split in splits:
+        summary, table = summarise(tables[split])
+        report[split] = summary
+        markdown += [f"### {split} split ({Path(args.spec).stem}, seeds {args.seeds}, "
+                     f"{args.epochs} epochs)", "", table, ""]
+        markdown += [f"- {v}" for v in verdicts(summary, tables[split])] + [""]
+    (run / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
+    (run / "summary.md").write_text("\n".join(markdown))
+    print("\n".join(markdown))
 
 
 if __name__ == "__main__":

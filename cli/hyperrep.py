@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import DEVICE_HELP, progress_bar, resolve_device, user_errors
+from cli.common import DEVICE_HELP, check_choice, progress_bar, resolve_device, user_errors
 
 app = typer.Typer(help="Hyper-representations: learn from the weights of a model zoo.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -65,13 +65,16 @@ def probe(run: Path = typer.Argument(..., help="run directory"),
           json_out: Path | None = typer.Option(None, "--json", help="write results as JSON"),
           plot: Path | None = typer.Option(None, help="folder for plots"),
           views: int | None = typer.Option(None, help=VIEWS_HELP),
+          split: str = typer.Option("test", help="split scored: test (reported figures) or val "
+                                    "(choosing a config: the test split is not read)"),
           device: str = typer.Option("cpu", help=DEVICE_HELP)):
     """Predict properties from W, S(W) (with biases; 'weights': without, as published in 2021),
-    S(W)+GBT and the embedding; print one table."""
+    S(W)+GBT and the embedding; print one table (and Kendall's tau of the headline metric)."""
     from hyperrep.probes import probe_table
 
-    results = probe_table(run, zoo, plot, views, resolve_device(device))
-    table = Table(title="probes on test models (R^2 for continuous, accuracy for categorical)")
+    check_choice("--split", split, ("test", "val"))
+    results = probe_table(run, zoo, plot, views, resolve_device(device), split)
+    table = Table(title=f"probes on {split} models (R^2 for continuous, accuracy for categorical)")
     table.add_column("property")
     table.add_column("metric")
     for col in COLUMNS:
@@ -80,6 +83,11 @@ def probe(run: Path = typer.Argument(..., help="run directory"),
         best = max(COLUMNS, key=lambda c: row[c])
         table.add_row(name, row["metric"], *(f"[bold]{row[c]:.3f}[/]" if c == best else
                                              f"{row[c]:.3f}" for c in COLUMNS))
+        if "kendall_tau" in row:
+            tau = row["kendall_tau"]
+            best = max(COLUMNS, key=lambda c: tau[c])
+            table.add_row(name, "Kendall tau", *(f"[bold]{tau[c]:.3f}[/]" if c == best else
+                                                 f"{tau[c]:.3f}" for c in COLUMNS))
     Console().print(table)
     if json_out is not None:
         json_out.write_text(json.dumps(results, indent=1) + "\n")

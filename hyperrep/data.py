@@ -30,7 +30,8 @@ class ZooTokens:
         self.flat = weights.reshape(-1, zoo.n_params)
         self.models = np.repeat(np.asarray(zoo.model_ids)[usable], len(self.epochs))
         self.sample_epochs = np.tile(self.epochs, int(usable.sum()))
-        self.layer_scale: torch.Tensor | None = None
+        self.layer_scale: torch.Tensor | None = None  # [layers], set by fit_scale
+        self.layer_shift: torch.Tensor | None = None
         self.plan: PermutationPlan | None = None
         self.reference: torch.Tensor | None = None  # set by canonicalise
 
@@ -57,18 +58,29 @@ class ZooTokens:
         """The rows among ``rows`` that hold a model's last used epoch."""
         return rows[self.sample_epochs[rows] == self.epochs[-1]]
 
-    def fit_scale(self, rows: np.ndarray) -> None:
-        """Per-layer std of the training samples' weights (the layer-wise loss normalisation)."""
+    def fit_scale(self, rows: np.ndarray, standardise: bool = False) -> None:
+        """Per-layer std of the training samples' weights (the layer-wise normalisation) and,
+        with ``standardise``, their per-layer mean (subtracted first)."""
         flat = self.flat[rows]
         n_layers = len(self.tokens.layer_names)
-        scale = torch.ones(n_layers)
+        scale, shift = torch.ones(n_layers), torch.zeros(n_layers)
         for layer in range(n_layers):
             values = flat[:, self.param_layer == layer]
             scale[layer] = values.std().clamp_min(1e-8) if values.numel() > 1 else 1.0
-        self.layer_scale = scale
+            if standardise and values.numel():
+                shift[layer] = values.mean()
+        self.layer_scale, self.layer_shift = scale, shift
 
     def normalised(self, rows: np.ndarray | slice) -> torch.Tensor:
-        return self.flat[rows] / self.layer_scale[self.param_layer]
+        return self.normalise(self.flat[rows])
+
+    def normalise(self, flat: torch.Tensor) -> torch.Tensor:
+        """States in the zoo's units [N, P] -> the run's normalised units."""
+        return (flat - self.layer_shift[self.param_layer]) / self.layer_scale[self.param_layer]
+
+    def denormalise(self, normalised: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``normalise``."""
+        return normalised * self.layer_scale[self.param_layer] + self.layer_shift[self.param_layer]
 
     def rows_of(self, models: np.ndarray) -> np.ndarray:
         return np.nonzero(np.isin(self.models, models))[0]

@@ -1,9 +1,15 @@
-"""Transformer autoencoder over weight tokens with a compression token and a projection head.
+"""Transformer autoencoders over weight tokens, in the two designs of ``hyperrep.config``.
 
-Shapes: tokens [B, T, S] (S = token size) -> latent [B, L] in (-1, 1) -> reconstruction [B, T, S];
-projection head: latent -> [B, proj_dim] for the contrastive loss. With ``window`` W > 0 the model
-works on windows of W consecutive tokens (positions [B, W, 3] say where each window lies), so its
-size does not grow with the zoo model's; a model's embedding is then the mean over its windows.
+``HyperRepresentation`` (mode compression): tokens [B, T, S] (S = token size) -> latent [B, L] in
+(-1, 1) through a compression token -> reconstruction [B, T, S]; projection head: latent ->
+[B, proj_dim] for the contrastive loss. With ``window`` W > 0 it works on windows of W
+consecutive tokens (positions [B, W, 3] say where each window lies), so its size does not grow
+with the zoo model's; a model's embedding is then the mean over its windows.
+
+``SaneAutoencoder`` (mode sane): tokens [B, T, S] -> token latents [B, T, L] -> reconstruction
+[B, T, S]; the projection head reads a window's token latents flattened [B, T * L]; a model's
+embedding is the mean of its token latents [B, L]. Both classes offer ``embedding`` (tokens ->
+[B, L]), ``encode``, ``decode`` and ``forward`` -> (latent, reconstruction, projection).
 """
 
 from dataclasses import asdict, dataclass
@@ -34,6 +40,7 @@ class ModelConfig:
     proj_dim: int
     dropout: float = 0.0
     window: int = 0  # tokens per window (0: whole models)
+    mode: str = "compression"
 
     @property
     def decoded_tokens(self) -> int:
@@ -101,15 +108,73 @@ class HyperRepresentation(nn.Module):
         x = self.from_latent(latent).view(len(latent), self.cfg.decoded_tokens, self.cfg.d_model)
         return self.debed(self.decoder(x + self.positions(positions)))
 
+    def embedding(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """A model's (or window's) embedding [B, L]: its latent."""
+        return self.encode(tokens, positions)
+
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor):
         """(latent [B, L], reconstruction [B, T, S], projection [B, proj_dim])."""
         latent = self.encode(tokens, positions)
         return latent, self.decode(latent, positions), self.head(latent)
 
 
-def build_autoencoder(cfg: TrainConfig, tokens: TokenMap) -> HyperRepresentation:
+class SaneAutoencoder(nn.Module):
+    """Per-token latents (SANE): encoder (tokens -> token latents), decoder (token latents ->
+    tokens) and a projection head over a window's token latents."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Linear(cfg.token_size, cfg.d_model)
+        self.positions = Positions(cfg)
+        self.encoder = blocks(cfg, cfg.encoder_blocks)
+        self.to_latent = nn.Linear(cfg.d_model, cfg.latent)
+        self.from_latent = nn.Linear(cfg.latent, cfg.d_model)
+        self.decoder = blocks(cfg, cfg.decoder_blocks)
+        self.debed = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.token_size))
+        self.head = nn.Sequential(nn.Linear(cfg.window * cfg.latent, cfg.proj_dim, bias=False),
+                                  nn.LayerNorm(cfg.proj_dim), nn.ReLU(),
+                                  nn.Linear(cfg.proj_dim, cfg.proj_dim, bias=False),
+                                  nn.LayerNorm(cfg.proj_dim), nn.ReLU())
+
+    def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T, S] (positions [T, 3] or [B, T, 3]) -> token latents [B, T, L]."""
+        return self.to_latent(self.encoder(self.embed(tokens) + self.positions(positions)))
+
+    def decode(self, latent: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """token latents [B, T, L] -> tokens [B, T, S]."""
+        return self.debed(self.decoder(self.from_latent(latent) + self.positions(positions)))
+
+    def embedding(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The mean token latent [B, L] (a model's embedding when the tokens are all of it)."""
+        return self.encode(tokens, positions).mean(1)
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor):
+        """(token latents [B, T, L], reconstruction [B, T, S], projection [B, proj_dim]); T must
+        be the trained window (whole models: their token count)."""
+        latent = self.encode(tokens, positions)
+        return latent, self.decode(latent, positions), self.head(latent.flatten(1))
+
+
+def load_autoencoder(cfg: ModelConfig) -> nn.Module:
+    """The (untrained) autoencoder class of a model config."""
+    return SaneAutoencoder(cfg) if cfg.mode == "sane" else HyperRepresentation(cfg)
+
+
+def build_autoencoder(cfg: TrainConfig, tokens: TokenMap) -> nn.Module:
     """The untrained autoencoder of a run for a zoo with this token map."""
     window = 0 if cfg.window is None or cfg.window >= tokens.n_tokens else cfg.window
+    if cfg.mode == "sane":
+        tables = (tokens.n_tokens, len(tokens.layer_names), int(tokens.positions[:, 2].max()) + 1)
+        if cfg.max_positions is not None:
+            tables = tuple(max(a, b) for a, b in zip(tables, cfg.max_positions))
+        model_cfg = ModelConfig(n_tokens=tables[0], token_size=tokens.token_size,
+                                n_layers=tables[1], max_within=tables[2], d_model=cfg.d_model,
+                                heads=cfg.heads, encoder_blocks=cfg.encoder_blocks,
+                                decoder_blocks=cfg.decoder_blocks, latent=cfg.latent,
+                                proj_dim=cfg.proj_dim, window=window or tokens.n_tokens,
+                                mode="sane")
+        return SaneAutoencoder(model_cfg)
     size = (window or tokens.n_tokens) * cfg.d_model * cfg.latent
     if size > MAX_DECODER_INPUT:
         raise ZooError(f"this zoo's models have {tokens.n_tokens:,} tokens: the decoder's latent -> "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.linalg import LinAlgWarning
+from scipy.stats import kendalltau
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -42,30 +43,30 @@ def weight_statistics(flat: np.ndarray, layout: Layout, biases: bool = True) -> 
     return np.stack(features, axis=1).astype(np.float32)
 
 
-def _ridge(x_tr, y_tr, x_va, y_va, x_te, y_te) -> float:
+def _ridge(x_tr, y_tr, x_va, y_va, x_ev) -> np.ndarray:
+    """Predictions on ``x_ev`` of the ridge probe whose alpha scores best on validation."""
     scaler = StandardScaler().fit(x_tr)
-    x_tr, x_va, x_te = (scaler.transform(x) for x in (x_tr, x_va, x_te))
+    x_tr, x_va, x_ev = (scaler.transform(x) for x in (x_tr, x_va, x_ev))
     best = max(ALPHAS, key=lambda a: r2_score(y_va, Ridge(alpha=a).fit(x_tr, y_tr).predict(x_va)))
-    return float(r2_score(y_te, Ridge(alpha=best).fit(x_tr, y_tr).predict(x_te)))
+    return Ridge(alpha=best).fit(x_tr, y_tr).predict(x_ev)
 
 
-def _logistic(x_tr, y_tr, x_va, y_va, x_te, y_te) -> float:
+def _logistic(x_tr, y_tr, x_va, y_va, x_ev) -> np.ndarray:
+    """Predictions on ``x_ev`` of the logistic probe whose C scores best on validation."""
     scaler = StandardScaler().fit(x_tr)
-    x_tr, x_va, x_te = (scaler.transform(x) for x in (x_tr, x_va, x_te))
+    x_tr, x_va, x_ev = (scaler.transform(x) for x in (x_tr, x_va, x_ev))
 
     def fit(c):
         return LogisticRegression(C=c, max_iter=2000).fit(x_tr, y_tr)
 
     best = max([1.0 / a for a in ALPHAS], key=lambda c: accuracy_score(y_va, fit(c).predict(x_va)))
-    return float(accuracy_score(y_te, fit(best).predict(x_te)))
+    return fit(best).predict(x_ev)
 
 
-def _gbt(kind, x_tr, y_tr, x_te, y_te) -> float:
-    if kind == "r2":
-        model = HistGradientBoostingRegressor(random_state=0).fit(x_tr, y_tr)
-        return float(r2_score(y_te, model.predict(x_te)))
-    model = HistGradientBoostingClassifier(random_state=0).fit(x_tr, y_tr)
-    return float(accuracy_score(y_te, model.predict(x_te)))
+def _gbt(kind, x_tr, y_tr, x_ev) -> np.ndarray:
+    model = HistGradientBoostingRegressor(random_state=0) if kind == "r2" else \
+        HistGradientBoostingClassifier(random_state=0)
+    return model.fit(x_tr, y_tr).predict(x_ev)
 
 
 def probe_targets(table, factor_names: list[str],
@@ -93,10 +94,20 @@ def probe_targets(table, factor_names: list[str],
 
 
 def run_probes(features: dict[str, np.ndarray], targets: dict[str, tuple[str, np.ndarray]],
-               split: dict[str, np.ndarray], gbt_on: str = "S(W)") -> dict:
-    """Results shaped {property: {"metric": .., "<feature set>": score, "S(W)+GBT": score}}."""
+               split: dict[str, np.ndarray], gbt_on: str = "S(W)",
+               evaluate: str = "test") -> dict:
+    """Results shaped {property: {"metric": .., "<feature set>": score, "S(W)+GBT": score}}; the
+    first property (the zoo's headline test metric) also holds "kendall_tau": {feature set: tau}
+    between its predicted and true values.
+
+    Every probe is fitted on the train split with its regularisation chosen on the validation
+    split; ``evaluate`` is the split scored: "test" for reported figures, "val" for model
+    selection (the test split is then not read at all).
+    """
+    if evaluate not in ("val", "test"):
+        raise ValueError(f"evaluate must be 'val' or 'test', not {evaluate!r}")
     with quiet_probe_warnings():
-        return _run_probes(features, targets, split, gbt_on)
+        return _run_probes(features, targets, split, gbt_on, evaluate)
 
 
 @contextlib.contextmanager
@@ -109,35 +120,31 @@ def quiet_probe_warnings():
         yield
 
 
-def _run_probes(features, targets, split, gbt_on) -> dict:
+def _run_probes(features, targets, split, gbt_on, evaluate) -> dict:
     results = {}
-    tr, va, te = split["train"], split["val"], split["test"]
-    for name, (metric, y) in targets.items():
+    tr, va, ev = split["train"], split["val"], split[evaluate]
+    for i, (name, (metric, y)) in enumerate(targets.items()):
         row = {"metric": metric}
         if metric == "accuracy" and len(set(y[tr])) < 2:
             continue
-        for fname, x in features.items():
-            fit = _ridge if metric == "r2" else _logistic
-            row[fname] = fit(x[tr], y[tr], x[va], y[va], x[te], y[te])
-        row[f"{gbt_on}+GBT"] = _gbt(metric, features[gbt_on][tr], y[tr], features[gbt_on][te],
-                                    y[te])
+        fit = _ridge if metric == "r2" else _logistic
+        score = r2_score if metric == "r2" else accuracy_score
+        predictions = {fname: fit(x[tr], y[tr], x[va], y[va], x[ev])
+                       for fname, x in features.items()}
+        predictions[f"{gbt_on}+GBT"] = _gbt(metric, features[gbt_on][tr], y[tr],
+                                            features[gbt_on][ev])
+        row.update({fname: float(score(y[ev], pred)) for fname, pred in predictions.items()})
+        if i == 0 and metric == "r2":
+            row["kendall_tau"] = {fname: float(kendalltau(y[ev], pred).statistic)
+                                  for fname, pred in predictions.items()}
         results[name] = row
     return results
 
 
-def ridge_predictions(x: np.ndarray, y: np.ndarray, split: dict[str, np.ndarray]) -> np.ndarray:
-    """Test-split predictions of the validation-tuned ridge probe."""
-    tr, va, te = split["train"], split["val"], split["test"]
-    scaler = StandardScaler().fit(x[tr])
-    xs = scaler.transform(x)
-    with quiet_probe_warnings():
-        best = max(ALPHAS, key=lambda a: r2_score(y[va], Ridge(alpha=a).fit(xs[tr], y[tr])
-                                                  .predict(xs[va])))
-        return Ridge(alpha=best).fit(xs[tr], y[tr]).predict(xs[te])
-
-
-def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict) -> list:
-    """predicted_vs_true.png (embedding probes) and embedding_<property>.png (2-D PCA projection)."""
+def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict,
+                evaluate: str = "test") -> list:
+    """predicted_vs_true.png (embedding probes on the ``evaluate`` split) and
+    embedding_<property>.png (2-D PCA projection)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,11 +156,13 @@ def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict) -> li
     continuous = [(n, y) for n, (m, y) in targets.items() if m == "r2"]
     fig, axes = plt.subplots(1, len(continuous), figsize=(4 * len(continuous), 4), squeeze=False)
     for ax, (name, y) in zip(axes[0], continuous):
-        pred = ridge_predictions(embedding, y, split)
-        ax.scatter(y[split["test"]], pred, s=8, alpha=0.6)
+        tr, va, ev = split["train"], split["val"], split[evaluate]
+        with quiet_probe_warnings():
+            pred = _ridge(embedding[tr], y[tr], embedding[va], y[va], embedding[ev])
+        ax.scatter(y[ev], pred, s=8, alpha=0.6)
         lo, hi = float(np.min(y)), float(np.max(y))
         ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-        ax.set(title=f"{name} (R^2 {r2_score(y[split['test']], pred):.2f})", xlabel="true",
+        ax.set(title=f"{name} ({evaluate} R^2 {r2_score(y[ev], pred):.2f})", xlabel="true",
                ylabel="predicted from embedding")
     fig.tight_layout()
     fig.savefig(folder / "predicted_vs_true.png", dpi=100)
@@ -180,10 +189,18 @@ def plot_probes(folder, embedding: np.ndarray, targets: dict, split: dict) -> li
 
 
 def probe_table(run: Path, zoo_path: Path, plot: Path | None = None, views: int | None = None,
-                device: str = "cpu") -> dict:
-    """Every probe of a run on a zoo: {property: {metric, W, S(W), S(W)+GBT, embedding}}; the run's
-    own model split when ``zoo_path`` is the run's zoo, else the zoo's own split. ``plot``: folder
-    for the probe plots."""
+                device: str = "cpu", evaluate: str = "test") -> dict:
+    """Every probe of a run on a zoo: {property: {metric, W, S(W), S(W) weights, S(W)+GBT,
+    embedding}} scored on the ``evaluate`` split (see ``run_probes``); the run's own model split
+    when ``zoo_path`` is the run's zoo, else the zoo's own split. ``plot``: folder for the probe
+    plots."""
+    return probe_splits(run, zoo_path, (evaluate,), plot, views, device)[evaluate]
+
+
+def probe_splits(run: Path, zoo_path: Path, evaluate: tuple[str, ...] = ("val", "test"),
+                 plot: Path | None = None, views: int | None = None,
+                 device: str = "cpu") -> dict[str, dict]:
+    """``probe_table`` for each split in ``evaluate`` ({split: table}), embedding the zoo once."""
     embedding, data, config = embed_samples(run, zoo_path, device, views=views)
     with data.zoo as zoo:
         flat = data.flat.numpy()
@@ -202,7 +219,7 @@ def probe_table(run: Path, zoo_path: Path, plot: Path | None = None, views: int 
                     "embedding": embedding}
         factor_names, primary = zoo.factor_names, zoo.primary_metric
     targets = probe_targets(table, factor_names, primary)
-    results = run_probes(features, targets, splits)
+    results = {split: run_probes(features, targets, splits, evaluate=split) for split in evaluate}
     if plot is not None:
-        plot_probes(plot, embedding, targets, splits)
+        plot_probes(plot, embedding, targets, splits, evaluate[-1])
     return results

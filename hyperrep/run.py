@@ -9,19 +9,19 @@ from safetensors.torch import load_file
 
 from hyperrep.augment import PermutationPlan
 from hyperrep.data import ZooTokens, window_starts
-from hyperrep.model import HyperRepresentation, ModelConfig
+from hyperrep.model import ModelConfig, load_autoencoder
 from hyperrep.tokenise import TokenMap, tokenise
 from modelzoo.errors import ZooError
 from modelzoo.zoo import open_zoo
 
 
-def load_run(run: Path, device: str = "cpu") -> tuple[HyperRepresentation, dict]:
+def load_run(run: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The trained model of a run (final weights, else the last checkpoint) and its config."""
     run = Path(run)
     if not (run / "config.json").exists():
         raise ZooError(f"{run} is not a hyperrep run: config.json is missing")
     config = json.loads((run / "config.json").read_text())
-    model = HyperRepresentation(ModelConfig(**config["model"]))
+    model = load_autoencoder(ModelConfig(**config["model"]))
     if (run / "model.safetensors").exists():
         model.load_state_dict(load_file(str(run / "model.safetensors")))
     elif (run / "checkpoint.pt").exists():
@@ -33,41 +33,105 @@ def load_run(run: Path, device: str = "cpu") -> tuple[HyperRepresentation, dict]
 
 
 def open_run_tokens(run: Path, zoo_path: Path,
-                    device: str = "cpu") -> tuple[HyperRepresentation, ZooTokens, dict]:
-    """(trained model, the zoo's samples read once with the run's layer scales, run config).
+                    device: str = "cpu") -> tuple[torch.nn.Module, ZooTokens, dict]:
+    """(trained model, the zoo's samples read once and normalised as the run's, run config).
 
+    A sane-mode run also reads zoos of other architectures whose tokens have the run's size
+    (``token_size``) and whose positions fit its tables; such a zoo is normalised with the
+    statistics of its own train-split models (the run's are per layer of another architecture).
     The zoo stays open as ``data.zoo``; the caller closes it.
     """
     model, config = load_run(run, device)
-    data = ZooTokens(open_zoo(zoo_path), config["train"]["token_size"], config["zoo_epochs"])
-    if data.tokens.n_tokens != model.cfg.n_tokens:
-        data.zoo.close()
-        raise ZooError(f"{zoo_path}: architecture does not match the run's "
-                       f"({data.tokens.n_tokens} tokens, run has {model.cfg.n_tokens})")
-    if config["train"].get("canonical"):
-        plan = data.permutation_plan()
-        data.canonicalise(plan, load_file(str(Path(run) / "reference.safetensors"))["reference"])
-    data.layer_scale = torch.tensor(config["layer_scale"])
+    train_cfg = config["train"]
+    token_size = model.cfg.token_size if train_cfg.get("mode") == "sane" else \
+        train_cfg["token_size"]
+    zoo = open_zoo(zoo_path)
+    data = ZooTokens(zoo, token_size, config["zoo_epochs"]
+                     if set(config["zoo_epochs"]) <= set(zoo.epochs) else None)
+    # the run's own architecture: same parameter count, token count and layers (older runs
+    # recorded no parameter count; their model config holds the token count)
+    same_architecture = (config.get("n_params", zoo.n_params) == zoo.n_params
+                         and config.get("zoo_tokens", model.cfg.n_tokens) == data.tokens.n_tokens
+                         and len(config["layer_scale"]) == len(data.tokens.layer_names))
+    if same_architecture:
+        if train_cfg.get("canonical"):
+            plan = data.permutation_plan()
+            data.canonicalise(plan,
+                              load_file(str(Path(run) / "reference.safetensors"))["reference"])
+        data.layer_scale = torch.tensor(config["layer_scale"])
+        data.layer_shift = torch.tensor(config.get("layer_shift") or
+                                        [0.0] * len(config["layer_scale"]))
+        return model, data, config
+    problem = _foreign_zoo_problem(model, data, train_cfg)
+    if problem:
+        zoo.close()
+        raise ZooError(f"{zoo_path}: {problem}")
+    data.fit_scale(data.rows_of(zoo.split_models(train_cfg["split_seed"])["train"]),
+                   train_cfg.get("standardise", False))
     return model, data, config
 
 
+def _foreign_zoo_problem(model, data: ZooTokens, train_cfg: dict) -> str | None:
+    """Why the run cannot embed this zoo of another architecture (None: it can)."""
+    if train_cfg.get("mode") != "sane":
+        return (f"architecture does not match the run's ({data.tokens.n_tokens} tokens, run has "
+                f"{model.cfg.n_tokens}); only a sane-mode run embeds other architectures")
+    biggest = data.tokens.positions.max(0).values.tolist()
+    tables = [model.cfg.n_tokens, model.cfg.n_layers, model.cfg.max_within]
+    if any(b >= t for b, t in zip(biggest, tables)):
+        return (f"its positions (token, layer, index within layer) reach "
+                f"{[b + 1 for b in biggest]}, the run's tables hold {tables}: train the run with "
+                f"max_positions at least that large")
+    return None
+
+
 @torch.no_grad()
-def encode_normalised(model: HyperRepresentation, normalised: torch.Tensor, tokens: TokenMap,
-                      device: str = "cpu", batch: int = 256) -> np.ndarray:
-    """Layer-normalised flat weights [N, P] -> latents float32 [N, L] (windowed models: the mean
-    of the latents of the windows that tile each model)."""
+def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
+                      batch: int = 256, halo: int | None = None) -> np.ndarray:
+    """Normalised flat weights [N, P] -> embeddings float32 [N, L].
+
+    Compression runs trained on windows: the mean of the latents of the windows that tile each
+    model. Sane runs: the mean of every token's latent; when the model has more tokens than the
+    trained window, each token's latent is read from a halo window (the token's core window plus
+    ``halo`` tokens of context each side, default a quarter of the window), see ``halo_windows``.
+    """
     positions = tokens.positions.to(device)
     window = model.cfg.window
+    sane = model.cfg.mode == "sane"
     latents = []
     for chunk in normalised.split(batch):
         view = tokenise(chunk, tokens).to(device)
-        if not window:
-            latents.append(model.encode(view, positions).float().cpu())
-            continue
-        parts = [model.encode(view[:, s:s + window], positions[s:s + window]).float()
-                 for s in window_starts(tokens.n_tokens, window)]
-        latents.append(torch.stack(parts).mean(0).cpu())
+        if not window or window >= tokens.n_tokens:
+            latents.append(model.embedding(view, positions).float().cpu())
+        elif sane:
+            parts = [model.encode(view[:, lo:hi], positions[lo:hi])[:, keep].float()
+                     for lo, hi, keep in halo_windows(tokens.n_tokens, window, halo)]
+            latents.append(torch.cat(parts, 1).mean(1).cpu())
+        else:
+            parts = [model.embedding(view[:, s:s + window], positions[s:s + window]).float()
+                     for s in window_starts(tokens.n_tokens, window)]
+            latents.append(torch.stack(parts).mean(0).cpu())
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
+
+
+def halo_windows(n_tokens: int, window: int, halo: int | None = None) -> list[tuple[int, int, slice]]:
+    """Windows of ``window`` tokens whose cores tile ``n_tokens`` exactly once: (lo, hi, keep),
+    the window's tokens lo..hi-1 and, within it, the slice of core tokens whose latents count.
+
+    Cores are ``window - 2 * halo`` tokens long; each window reaches ``halo`` tokens past its core
+    on both sides, shifted inwards at the model's ends so that every window is full length.
+    """
+    halo = window // 4 if halo is None else halo
+    core = window - 2 * halo
+    if core < 1:
+        raise ZooError(f"halo {halo} leaves no core in windows of {window} tokens")
+    out = []
+    for start in range(0, n_tokens, core):
+        stop = min(start + core, n_tokens)
+        lo = min(max(0, start - halo), max(0, n_tokens - window))
+        hi = min(lo + window, n_tokens)
+        out.append((lo, hi, slice(start - lo, stop - lo)))
+    return out
 
 
 EMBED_VIEWS = 16  # default views per embedding for runs trained with permutation augmentation
@@ -82,9 +146,9 @@ def default_views(config: dict) -> int:
 
 
 @torch.no_grad()
-def encode_views(model: HyperRepresentation, normalised: torch.Tensor, tokens: TokenMap,
+def encode_views(model: torch.nn.Module, normalised: torch.Tensor, tokens: TokenMap,
                  plan: PermutationPlan | None, views: int, device: str = "cpu",
-                 batch: int = 256) -> np.ndarray:
+                 batch: int = 256, halo: int | None = None) -> np.ndarray:
     """Latents [N, L] averaged over each state [N, P] itself and ``views - 1`` seeded random
     function-preserving permutations of it (``plan`` may be None when ``views`` is 1).
 
@@ -93,11 +157,11 @@ def encode_views(model: HyperRepresentation, normalised: torch.Tensor, tokens: T
     """
     if views < 1:
         raise ZooError(f"views must be at least 1, got {views}")
-    latent = encode_normalised(model, normalised, tokens, device, batch)
+    latent = encode_normalised(model, normalised, tokens, device, batch, halo)
     generator = torch.Generator().manual_seed(EMBED_SEED)
     for _ in range(views - 1):
         perm = plan.sample(1, generator)[0]
-        latent += encode_normalised(model, normalised[:, perm], tokens, device, batch)
+        latent += encode_normalised(model, normalised[:, perm], tokens, device, batch, halo)
     return latent / views
 
 
@@ -119,7 +183,7 @@ def embed_samples(run: Path, zoo_path: Path, device: str = "cpu", batch: int = 2
                            f"with --views 1")
         plan = data.permutation_plan()
     return encode_views(model, data.normalised(slice(None)), data.tokens, plan, views, device,
-                        batch), data, config
+                        batch, config["train"].get("halo")), data, config
 
 
 def embed(run: Path, zoo_path: Path, device: str = "cpu", views: int | None = None) -> dict:

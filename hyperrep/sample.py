@@ -113,11 +113,10 @@ def decode_latents(model: nn.Module, latents: np.ndarray, data: ZooTokens,
                    device: str = "cpu", batch: int = 256) -> np.ndarray:
     """Latents [n, L] -> flat weights float32 [n, P] in the zoo's units (normalisation undone)."""
     positions = data.tokens.positions.to(device)
-    scale = data.layer_scale[data.param_layer]
     out = []
     for chunk in torch.from_numpy(latents).split(batch):
         tokens = model.decode(chunk.to(device), positions).float().cpu()
-        out.append(detokenise(tokens, data.tokens, data.zoo.n_params) * scale)
+        out.append(data.denormalise(detokenise(tokens, data.tokens, data.zoo.n_params)))
     return torch.cat(out).numpy()
 
 
@@ -160,7 +159,7 @@ def reconstruct(run: Path, zoo_path: Path, models: list[int], epoch: int,
     model, data, _ = open_run_tokens(run, zoo_path, device)
     with data.zoo as zoo:
         original = data.aligned(torch.from_numpy(np.stack([zoo.flat(m, epoch) for m in models])))
-        normalised = original / data.layer_scale[data.param_layer]
+        normalised = data.normalise(original)
         latent = encode_normalised(model, normalised, data.tokens, device)
         return original.numpy(), decode_latents(model, latent, data, device)
 
@@ -169,7 +168,7 @@ def nearest_distance(data: ZooTokens, flat: np.ndarray, train_states: torch.Tens
     """Euclidean distance [n] from each state of ``flat`` [n, P] to its nearest training state
     (``train_states`` [N, P]), in layer-normalised units, after aligning the states as the run
     does (canonical runs: to the reference, so distances ignore hidden-unit order)."""
-    states = data.aligned(torch.from_numpy(flat)) / data.layer_scale[data.param_layer]
+    states = data.normalise(data.aligned(torch.from_numpy(flat)))
     return torch.cdist(states.double(), train_states.double()).min(1).values
 
 
@@ -218,6 +217,10 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
     say = on_step or (lambda _msg: None)
     say("embedding the zoo")
     model, data, run_config = open_run_tokens(run, zoo_path, device)
+    if model.cfg.mode == "sane":
+        data.zoo.close()
+        raise ZooError(f"{run} is a sane-mode run (one latent per token): hyperrep sample draws "
+                       f"from compression-mode runs only")
     if model.cfg.window:
         data.zoo.close()
         raise ZooError(f"{run} encodes windows of {model.cfg.window} tokens: sampling needs a run "

@@ -31,7 +31,7 @@ def _step_loss(model, flat, data: ZooTokens, perms, cfg, generator, device):
     v2 = make_views(flat, tokens, perms, cfg, generator).to(device)
     positions, mask = tokens.positions.to(device), tokens.mask.to(device)
     window = model.cfg.window
-    if window:  # one random window per model, the same in both views
+    if window and window < tokens.n_tokens:  # one random window per model, the same in both views
         starts = torch.randint(tokens.n_tokens - window + 1, (len(flat),), generator=generator)
         index = (starts[:, None] + torch.arange(window)).to(device)  # [B, W]
         rows = torch.arange(len(flat), device=device)[:, None]
@@ -73,22 +73,30 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
             reference = canonical_reference(plan, data.flat[data.last_epoch_rows(train_rows)])
             save_file({"reference": reference.float().contiguous()}, str(reference_path))
         data.canonicalise(plan, reference.float())
-    data.fit_scale(train_rows)
-    config = {"zoo": str(zoo_path), "zoo_name": zoo.name, "train": cfg.model_dump(),
+    data.fit_scale(train_rows, cfg.standardise)
+    config = {"zoo": str(zoo_path), "zoo_name": zoo.name, "train": cfg.model_dump(mode="json"),
               "zoo_epochs": data.epochs, "layer_scale": data.layer_scale.tolist(),
+              "layer_shift": data.layer_shift.tolist(),
+              "n_params": zoo.n_params, "zoo_tokens": data.tokens.n_tokens,
               "splits": {k: v.tolist() for k, v in split.items()}}
     config_path = run / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        same = {k: v for k, v in old["train"].items() if k != "epochs"} == \
+        old_train = TrainConfig(**old["train"]).model_dump(mode="json")  # new keys at defaults
+        same = {k: v for k, v in old_train.items() if k != "epochs"} == \
             {k: v for k, v in config["train"].items() if k != "epochs"}
         if not same or old["zoo_name"] != zoo.name:
             raise ZooError(f"{run} holds a run with another config or zoo; choose another --out")
+        if cfg.schedule == "onecycle" and old_train["epochs"] != cfg.epochs:
+            raise ZooError(f"{run} was trained with a OneCycle schedule over "
+                           f"{old_train['epochs']} epochs: it cannot be resumed with another "
+                           f"number of epochs; choose another --out")
     torch.manual_seed(cfg.seed)
     model = build_autoencoder(cfg, data.tokens).to(device)
     config["model"] = model.cfg.to_dict()
     config_path.write_text(json.dumps(config, indent=1) + "\n")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer_class = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     perms = plan.sample(cfg.permutations, torch.Generator().manual_seed(cfg.seed)) if plan \
         else torch.zeros(0, zoo.n_params, dtype=torch.int64)
     start_epoch = 0
@@ -101,12 +109,18 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     train_flat = data.normalised(train_rows)
     val_flat = data.normalised(val_rows) if len(val_rows) else train_flat[:0]
     batch = min(cfg.batch_size, len(train_flat))
+    # several random windows of each model per epoch: each model appears that often in an epoch
+    repeats = cfg.windows_per_model if model.cfg.window < data.tokens.n_tokens else 1
+    steps = max(1, len(train_flat) * repeats // batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps) \
+        if cfg.schedule == "onecycle" else None
+    if schedule is not None and checkpoint.exists():
+        schedule.load_state_dict(state["schedule"])
     for epoch in range(start_epoch, cfg.epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_flat), generator=generator)
+        order = torch.randperm(len(train_flat) * repeats, generator=generator) % len(train_flat)
         model.train()
         totals = np.zeros(3)
-        steps = max(1, len(order) // batch)
         for step in range(steps):
             rows = order[step * batch:(step + 1) * batch]
             loss, contrastive, mse = _step_loss(model, train_flat[rows], data, perms, cfg,
@@ -114,6 +128,8 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             totals += [loss.item(), contrastive.item(), mse.item()]
         record = {"epoch": epoch + 1, "loss": float(totals[0] / steps),
                   "contrastive": float(totals[1] / steps),
@@ -123,7 +139,8 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
             f.write(json.dumps(record) + "\n")
         tmp = run / ".checkpoint.pt.tmp"
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1}, tmp)
+                    "epoch": epoch + 1,
+                    **({"schedule": schedule.state_dict()} if schedule else {})}, tmp)
         tmp.replace(checkpoint)
         if on_epoch:
             on_epoch(epoch + 1, record)

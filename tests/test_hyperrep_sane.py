@@ -1,0 +1,123 @@
+"""SANE mode: per-token latents, mean-pooled embeddings, standardised tokens, AdamW + OneCycle,
+windows with halo embedding, and one run embedding zoos of another model size; the probes'
+validation-only protocol."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hyperrep.config import TrainConfig
+from hyperrep.probes import probe_splits, run_probes
+from hyperrep.run import embed, halo_windows, open_run_tokens
+from hyperrep.train import train
+from modelzoo.errors import ZooError
+from modelzoo.generate import generate
+from modelzoo.specs import parse_spec
+from tests.conftest import tetris_spec
+
+SMALL = dict(mode="sane", epochs=5, batch_size=32, d_model=32, heads=2, encoder_blocks=1,
+             decoder_blocks=1, latent=8, permutations=20, lr=3e-3, max_positions=(32, 4, 16))
+
+
+def tetris_zoo(folder, hidden: int):
+    spec = tetris_spec(name=f"tetris-h{hidden}",
+                       architecture={"name": "tetris_mlp", "hidden": hidden},
+                       training={"epochs": 2, "batch_size": 10, "optimizer": "adam", "lr": 0.01},
+                       factors={"seed": {"range": [1, 11]}, "activation": ["tanh", "relu"]})
+    return generate(parse_spec(spec), folder)
+
+
+@pytest.fixture(scope="module")
+def zoos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sane")
+    return tetris_zoo(root / "h5", 5), tetris_zoo(root / "h9", 9)
+
+
+@pytest.fixture(scope="module")
+def run(zoos, tmp_path_factory):
+    return train(zoos[0], tmp_path_factory.mktemp("run") / "run", TrainConfig(**SMALL))
+
+
+def test_sane_defaults_apply_only_to_unset_keys():
+    cfg = TrainConfig(mode="sane", lr=1e-3)
+    assert (cfg.token_size, cfg.latent, cfg.optimizer, cfg.schedule, cfg.standardise,
+            cfg.erase_p) == (None, 128, "adamw", "onecycle", True, 0.0)
+    assert TrainConfig(mode="sane", token_size=32).token_size == 32
+    assert TrainConfig().optimizer == "adam" and TrainConfig().token_size == 64
+
+
+def test_sane_run_trains_and_embeds_as_the_mean_token_latent(zoos, run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < records[0]["loss"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["mode"] == "sane" and config["model"]["token_size"] == 16  # longest row
+    assert np.abs(np.mean(config["layer_shift"])) > 0  # standardised: the mean is subtracted
+    model, data, _ = open_run_tokens(run, zoos[0])
+    with data.zoo:
+        from hyperrep.tokenise import tokenise
+
+        tokens = tokenise(data.normalised(slice(0, 4)), data.tokens)
+        with torch.no_grad():
+            latents = model.encode(tokens, data.tokens.positions)
+    assert latents.shape == (4, 9, 8)  # 5 + 4 rows of the hidden-5 MLP, latent 8 each
+    embedding = embed(run, zoos[0], views=1)["embedding"]
+    assert np.allclose(embedding[:4], latents.mean(1).numpy(), atol=1e-6)
+
+
+def test_resume_refuses_to_stretch_a_onecycle_schedule(zoos, run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with pytest.raises(ZooError, match="OneCycle"):
+        train(zoos[0], copy, TrainConfig(**dict(SMALL, epochs=7)))
+
+
+def test_one_run_embeds_and_probes_a_zoo_of_another_model_size(zoos, run):
+    other = embed(run, zoos[1], views=1)
+    assert other["embedding"].shape == (20 * 2, 8) and np.isfinite(other["embedding"]).all()
+    tables = probe_splits(run, zoos[1], ("val",), views=1)
+    assert np.isfinite(tables["val"]["epoch"]["embedding"])
+
+
+def test_positions_beyond_the_run_tables_are_one_clear_error(zoos, tmp_path):
+    small = train(zoos[0], tmp_path / "small", TrainConfig(**dict(SMALL, max_positions=None,
+                                                                   epochs=1)))
+    with pytest.raises(ZooError, match="max_positions"):
+        embed(small, zoos[1])
+    compression = train(zoos[0], tmp_path / "comp", TrainConfig(
+        epochs=1, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
+        latent=8, permutations=0))
+    with pytest.raises(ZooError, match="only a sane-mode run"):
+        embed(compression, zoos[1])
+
+
+def test_halo_windows_cover_every_token_once_with_full_windows():
+    for n, window, halo in [(9, 4, 1), (100, 16, 4), (17, 8, 0), (5, 8, 2), (64, 16, None)]:
+        seen = []
+        for lo, hi, keep in halo_windows(n, window, halo):
+            assert hi - lo == min(window, n)
+            seen += list(range(lo, hi))[keep]
+        assert seen == list(range(n))
+
+
+def test_windowed_sane_run_embeds_through_halo_windows(zoos, tmp_path):
+    run = train(zoos[0], tmp_path / "w", TrainConfig(**dict(SMALL, window=4, windows_per_model=3,
+                                                            halo=1, epochs=2)))
+    result = embed(run, zoos[0], views=1)
+    assert result["embedding"].shape == (20 * 2, 8) and np.isfinite(result["embedding"]).all()
+
+
+def test_val_probes_never_read_the_test_split():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=60)
+    y[40:] = np.nan  # test labels unreadable: any use would make the score NaN or raise
+    x_test_poisoned = x.copy()
+    x_test_poisoned[40:] = np.nan
+    split = {"train": np.arange(30), "val": np.arange(30, 40), "test": np.arange(40, 60)}
+    result = run_probes({"S(W)": x_test_poisoned, "embedding": x}, {"a": ("r2", y)}, split,
+                        evaluate="val")
+    assert result["a"]["S(W)"] > 0.9 and np.isfinite(result["a"]["kendall_tau"]["S(W)"])
