@@ -6,7 +6,8 @@ For each synthetic spec (contrastive Dual-SimCLR, multitask plants, NO2) it runs
 ``zoo generate``, ``zoo validate``, ``hyperrep train`` (hyperrep_configs/remote-sensing.yaml) and
 ``hyperrep probe``; then the linear evaluation of the contrastive zoo's encoders against frozen
 random encoders. Finished steps are kept (reruns resume). Prints the per-epoch test metrics of each
-zoo, the probe tables, the linear-evaluation comparison and the time of every step.
+zoo, their last-epoch means by every varied factor, the probe tables, the linear-evaluation
+comparison and the time of every step.
 """
 
 import argparse
@@ -71,6 +72,11 @@ def main() -> None:
             columns = [c for c in table.columns if c.startswith(("test_", "weight_"))]
             print(f"\n{name}: {len(zoo)} models, {zoo.n_params:,} parameters, task {zoo.task}")
             print(table.groupby("epoch")[columns].mean().round(3).to_string())
+            last = table[table["epoch"] == zoo.epochs[-1]]
+            for factor in zoo.factor_names:  # the breakdowns BENCHMARKS.md reports
+                if factor != "seed" and last[factor].nunique() > 1:
+                    print(f"last epoch by {factor}:")
+                    print(last.groupby(factor)[columns].mean().round(3).to_string())
         probe = run / f"{name}-probe.json"
         if probe.exists():
             print(json.dumps(json.loads(probe.read_text()), indent=1))
