@@ -104,7 +104,8 @@ def sample(run: Path = typer.Argument(..., help="run directory"),
            out: Path = typer.Option(..., "--out", help="new folder: sample archive + report"),
            sampler: list[str] = typer.Option(
                ["kde-anchor", "kde", "uniform"],
-               help="kde-anchor, kde, uniform or kde-2022 (the published 2022 sampler; repeatable)"),
+               help="kde-anchor, kde, uniform, kde-2022 (the published 2022 sampler) or sane "
+                    "(SANE's token sampler; sane-mode runs); repeatable"),
            quantile: float = typer.Option(0.7, help="anchors: test accuracy >= this quantile"),
            bandwidth: str = typer.Option("0.2", help="KDE bandwidth, or scott / silverman"),
            joint: bool = typer.Option(True, "--joint/--per-dimension",

@@ -104,14 +104,50 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
         if not window or window >= tokens.n_tokens:
             latents.append(model.embedding(view, positions).float().cpu())
         elif sane:
-            parts = [model.encode(view[:, lo:hi], positions[lo:hi])[:, keep].float()
-                     for lo, hi, keep in halo_windows(tokens.n_tokens, window, halo)]
-            latents.append(torch.cat(parts, 1).mean(1).cpu())
+            latents.append(encode_tokens(model, chunk, tokens, device, batch, halo).mean(1))
         else:
             parts = [model.embedding(view[:, s:s + window], positions[s:s + window]).float()
                      for s in window_starts(tokens.n_tokens, window)]
             latents.append(torch.stack(parts).mean(0).cpu())
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
+
+
+@torch.no_grad()
+def encode_tokens(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
+                  batch: int = 256, halo: int | None = None) -> torch.Tensor:
+    """Sane runs: normalised flat weights [N, P] -> every token's latent float32 [N, T, L]; models
+    longer than the trained window are read through halo windows (``halo_windows``)."""
+    positions = tokens.positions.to(device)
+    window = model.cfg.window
+    out = []
+    for chunk in normalised.split(batch):
+        view = tokenise(chunk, tokens).to(device)
+        if window >= tokens.n_tokens:
+            out.append(model.encode(view, positions).float().cpu())
+        else:
+            out.append(torch.cat([model.encode(view[:, lo:hi], positions[lo:hi])[:, keep].float()
+                                  for lo, hi, keep in halo_windows(tokens.n_tokens, window, halo)],
+                                 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, tokens.n_tokens, model.cfg.latent)
+
+
+@torch.no_grad()
+def decode_tokens(model, latents: torch.Tensor, tokens: TokenMap, device: str = "cpu",
+                  batch: int = 256, halo: int | None = None) -> torch.Tensor:
+    """Sane runs: token latents [n, T, L] -> reconstructed tokens float32 [n, T, S]; models longer
+    than the trained window are decoded through the same halo windows as they are encoded."""
+    positions = tokens.positions.to(device)
+    window = model.cfg.window
+    out = []
+    for chunk in latents.split(batch):
+        chunk = chunk.to(device)
+        if window >= tokens.n_tokens:
+            out.append(model.decode(chunk, positions).float().cpu())
+        else:
+            out.append(torch.cat([model.decode(chunk[:, lo:hi], positions[lo:hi])[:, keep].float()
+                                  for lo, hi, keep in halo_windows(tokens.n_tokens, window, halo)],
+                                 1).cpu())
+    return torch.cat(out)
 
 
 def halo_windows(n_tokens: int, window: int, halo: int | None = None) -> list[tuple[int, int, slice]]:

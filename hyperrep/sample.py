@@ -18,6 +18,13 @@ Samplers (``SAMPLERS``), fitted on the training-split embeddings:
   dimension on the anchors, every dimension sampled with the same random state, so a draw takes
   the same anchor in every dimension and adds the same noise value to each (an anchor moved
   along the diagonal; the paper's bandwidth is 0.002).
+- ``sane``: SANE's sampler (sane-mode runs): one Gaussian KDE per token position over the
+  anchors' token latents, every position sampled with the same random state as the published
+  code does, so a draw takes one anchor's token latents and adds independent noise to each.
+
+Sane-mode runs sample token latents [n, T, L] (flattened for the other samplers, which then work
+on whole models' token latents) and decode them whole, or through halo windows when the run was
+trained on windows (ResNet-18), so windowed sane runs decode into whole models.
 ``kde-anchor`` and ``kde`` are fitted jointly on the latent vectors (default) or with
 ``joint=False`` per dimension, each dimension drawn independently (mixing anchors; not what the
 published code does). Draws are clipped to the tanh box. Per-dimension draws ignore that latent
@@ -38,7 +45,7 @@ from sklearn.neighbors import KernelDensity
 from torch import nn
 
 from hyperrep.data import ZooTokens
-from hyperrep.run import encode_normalised, open_run_tokens
+from hyperrep.run import decode_tokens, encode_normalised, encode_tokens, open_run_tokens
 from hyperrep.tokenise import detokenise
 from modelzoo.archive import ArchiveWriter, Manifest, ModelRun, atomic_directory
 from modelzoo.archive.export import export_safetensors
@@ -48,7 +55,7 @@ from modelzoo.specs import TrainingConfig, validated
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.zoo import Zoo, open_zoo
 
-SAMPLERS = ("kde-anchor", "kde", "uniform", "kde-2022")
+SAMPLERS = ("kde-anchor", "kde", "uniform", "kde-2022", "sane")
 DEFAULT_SAMPLERS = ("kde-anchor", "kde", "uniform")
 BASELINES = ("B_T", "B_F")
 SEED_OFFSET = 1_000_000  # fine-tuning seeds (data order) start here, away from zoo seeds
@@ -59,7 +66,8 @@ class SampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     n: int = Field(10, ge=1)  # models kept per sampler (and per baseline)
-    samplers: tuple[Literal["kde-anchor", "kde", "uniform", "kde-2022"], ...] = DEFAULT_SAMPLERS
+    samplers: tuple[Literal["kde-anchor", "kde", "uniform", "kde-2022", "sane"], ...] = \
+        DEFAULT_SAMPLERS
     quantile: float = Field(0.7, ge=0, lt=1)  # anchors: training states with test accuracy >= this quantile
     bandwidth: PositiveFloat | Literal["scott", "silverman"] = 0.2  # KDE bandwidth on the latents
     joint: bool = True  # KDE over the whole latent vector (False: each dimension independently)
@@ -87,12 +95,22 @@ def anchor_rows(accuracy: np.ndarray, rows: np.ndarray, quantile: float) -> np.n
 
 
 def draw_latents(sampler: str, fit_on: np.ndarray, box: np.ndarray, n: int,
-                 bandwidth: float | str, joint: bool, seed: int) -> np.ndarray:
+                 bandwidth: float | str, joint: bool, seed: int,
+                 token_latent: int | None = None) -> np.ndarray:
     """``n`` latents [n, L] from ``sampler`` fitted on ``fit_on`` [N, L]; ``box`` [N', L] bounds
-    the uniform sampler. Same arguments, same draws."""
+    the uniform sampler. Sane-mode runs (``token_latent``: latent size per token) pass their token
+    latents flattened [N, T * L], are drawn the same way and are not clipped. Same arguments,
+    same draws."""
     rng = np.random.default_rng(seed)
     if sampler == "uniform":
         return rng.uniform(box.min(0), box.max(0), (n, box.shape[1])).astype(np.float32)
+    if sampler == "sane":
+        if token_latent is None:
+            raise ZooError("the sane sampler draws token latents: it needs a sane-mode run")
+        per_token = fit_on.reshape(len(fit_on), -1, token_latent)
+        draws = np.stack([KernelDensity(bandwidth=bandwidth).fit(per_token[:, t])
+                          .sample(n, random_state=seed) for t in range(per_token.shape[1])], 1)
+        return draws.reshape(n, -1).astype(np.float32)
     if sampler == "kde-2022":  # one random state for every dimension, as the published code
         draws = np.stack([KernelDensity(bandwidth=bandwidth).fit(fit_on[:, [d]])
                           .sample(n, random_state=seed)[:, 0]
@@ -104,20 +122,37 @@ def draw_latents(sampler: str, fit_on: np.ndarray, box: np.ndarray, n: int,
         draws = np.stack([KernelDensity(bandwidth=bandwidth).fit(fit_on[:, [d]])
                           .sample(n, random_state=int(seeds[d]))[:, 0]
                           for d in range(fit_on.shape[1])], axis=1)
+    if token_latent is not None:  # sane-mode latents are unbounded
+        return draws.astype(np.float32)
     return np.clip(draws, -1.0, 1.0).astype(np.float32)
 
 
 # -- decoding ------------------------------------------------------------------------------------
 @torch.no_grad()
 def decode_latents(model: nn.Module, latents: np.ndarray, data: ZooTokens,
-                   device: str = "cpu", batch: int = 256) -> np.ndarray:
-    """Latents [n, L] -> flat weights float32 [n, P] in the zoo's units (normalisation undone)."""
+                   device: str = "cpu", batch: int = 256, halo: int | None = None) -> np.ndarray:
+    """Latents [n, L] (sane-mode runs: token latents flattened [n, T * L]) -> flat weights float32
+    [n, P] in the zoo's units (normalisation undone)."""
     positions = data.tokens.positions.to(device)
     out = []
     for chunk in torch.from_numpy(latents).split(batch):
-        tokens = model.decode(chunk.to(device), positions).float().cpu()
+        if model.cfg.mode == "sane":
+            tokens = decode_tokens(model, chunk.view(len(chunk), data.tokens.n_tokens, -1),
+                                   data.tokens, device, batch, halo)
+        else:
+            tokens = model.decode(chunk.to(device), positions).float().cpu()
         out.append(data.denormalise(detokenise(tokens, data.tokens, data.zoo.n_params)))
     return torch.cat(out).numpy()
+
+
+def run_latents(model: nn.Module, normalised: torch.Tensor, data: ZooTokens, device: str = "cpu",
+                halo: int | None = None) -> np.ndarray:
+    """What the samplers draw from: latents [N, L] (sane-mode runs: every token's latent,
+    flattened [N, T * L])."""
+    if model.cfg.mode == "sane":
+        return encode_tokens(model, normalised, data.tokens, device, halo=halo) \
+            .flatten(1).numpy()
+    return encode_normalised(model, normalised, data.tokens, device)
 
 
 @torch.no_grad()
@@ -156,12 +191,12 @@ def reconstruct(run: Path, zoo_path: Path, models: list[int], epoch: int,
     """(stored flat states [m, P], decode(encode(state)) [m, P]) of ``models`` at ``epoch``.
 
     For a canonical run the states come back aligned to its reference (the same functions)."""
-    model, data, _ = open_run_tokens(run, zoo_path, device)
+    model, data, config = open_run_tokens(run, zoo_path, device)
+    halo = config["train"].get("halo")
     with data.zoo as zoo:
         original = data.aligned(torch.from_numpy(np.stack([zoo.flat(m, epoch) for m in models])))
-        normalised = data.normalise(original)
-        latent = encode_normalised(model, normalised, data.tokens, device)
-        return original.numpy(), decode_latents(model, latent, data, device)
+        latent = run_latents(model, data.normalise(original), data, device, halo)
+        return original.numpy(), decode_latents(model, latent, data, device, halo=halo)
 
 
 def nearest_distance(data: ZooTokens, flat: np.ndarray, train_states: torch.Tensor) -> torch.Tensor:
@@ -217,21 +252,22 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
     say = on_step or (lambda _msg: None)
     say("embedding the zoo")
     model, data, run_config = open_run_tokens(run, zoo_path, device)
-    if model.cfg.mode == "sane":
+    sane = model.cfg.mode == "sane"
+    halo = run_config["train"].get("halo")
+    if model.cfg.window and not sane:
         data.zoo.close()
-        raise ZooError(f"{run} is a sane-mode run (one latent per token): hyperrep sample draws "
-                       f"from compression-mode runs only")
-    if model.cfg.window:
+        raise ZooError(f"{run} encodes windows of {model.cfg.window} tokens into one latent each: "
+                       f"windowed runs decode into whole models in sane mode (mode: sane)")
+    if "sane" in cfg.samplers and not sane:
         data.zoo.close()
-        raise ZooError(f"{run} encodes windows of {model.cfg.window} tokens: sampling needs a run "
-                       f"that decodes whole models (train it without window)")
+        raise ZooError(f"--sampler sane draws token latents: {run} is a compression-mode run")
     with data.zoo as zoo, atomic_directory(out) as partial:
         spec = zoo.spec
         own = load_data(spec, data_root)
         data_sets = {spec.dataset.name: own}
         for name in cfg.datasets:
             data_sets[name] = _transfer_data(name, data_root, own)
-        embedding = encode_normalised(model, data.normalised(slice(None)), data.tokens, device)
+        embedding = run_latents(model, data.normalised(slice(None)), data, device, halo)
         accuracy = zoo.metadata.set_index(["model", "epoch"]).loc[
             list(zip(data.models.tolist(), data.sample_epochs.tolist())), "test_acc"].to_numpy()
         train_rows = np.nonzero(np.isin(data.models, run_config["splits"]["train"]))[0]
@@ -239,15 +275,17 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         base = base_config(zoo, np.unique(data.models[anchors]))
         anchors = anchors[[same_config(zoo.config(int(m)), base) for m in data.models[anchors]]]
         fit_on = {"kde-anchor": embedding[anchors], "kde-2022": embedding[anchors],
+                  "sane": embedding[anchors],
                   "kde": embedding[train_rows],
                   "uniform": embedding[train_rows]}
         sampled: dict[str, np.ndarray] = {}
         for i, name in enumerate(cfg.samplers):
             say(f"drawing {name}")
             latents = draw_latents(name, fit_on[name], embedding[train_rows], cfg.n,
-                                   cfg.bandwidth, cfg.joint, cfg.seed * 1000 + i)
-            flat = recalibrated(zoo, base, decode_latents(model, latents, data, device),
-                                own.train.x)
+                                   cfg.bandwidth, cfg.joint, cfg.seed * 1000 + i,
+                                   model.cfg.latent if sane else None)
+            flat = recalibrated(zoo, base, decode_latents(model, latents, data, device,
+                                                          halo=halo), own.train.x)
             if cfg.keep_best is not None:
                 flat = _best_on_val(spec, base, flat, own, device, cfg.keep_best)
             sampled[name] = flat

@@ -121,3 +121,66 @@ def test_val_probes_never_read_the_test_split():
     result = run_probes({"S(W)": x_test_poisoned, "embedding": x}, {"a": ("r2", y)}, split,
                         evaluate="val")
     assert result["a"]["S(W)"] > 0.9 and np.isfinite(result["a"]["kendall_tau"]["S(W)"])
+
+
+# -- sampling from sane-mode runs ------------------------------------------------------------------
+def test_the_sane_sampler_takes_one_anchor_per_draw():
+    """As SANE's code samples (one KDE per token position, one random state for all of them):
+    every token of a draw comes from the same anchor."""
+    from hyperrep.sample import draw_latents
+
+    tokens, latent = 6, 4
+    anchors = np.random.default_rng(0).normal(size=(5, tokens * latent)).astype(np.float32)
+    draws = draw_latents("sane", anchors, anchors, 40, 0.01, True, seed=2, token_latent=latent)
+    assert draws.shape == (40, tokens * latent)
+    for draw in draws.reshape(40, tokens, latent):
+        per_token = np.linalg.norm(draw[None] - anchors.reshape(5, tokens, latent), axis=2)
+        assert len(set(per_token.argmin(0))) == 1 and per_token.min(0).max() < 0.1
+    assert np.array_equal(draws, draw_latents("sane", anchors, anchors, 40, 0.01, True, seed=2,
+                                              token_latent=latent))
+    with pytest.raises(ZooError, match="sane-mode run"):
+        draw_latents("sane", anchors, anchors, 2, 0.01, True, seed=0)
+
+
+# halo decode(encode) of a windowed run: relative error of the training models' weights
+# (normalised units) below this; measured 0.033 after 150 epochs (window 4 + halo 1 of 9 tokens)
+HALO_RECONSTRUCTION_BOUND = 0.1
+
+
+@pytest.fixture(scope="module")
+def windowed_run(zoos, tmp_path_factory):
+    cfg = dict(SMALL, window=4, windows_per_model=4, halo=1, epochs=150, gamma=0.0, noise=0.0,
+               permutations=0, canonical=True, d_model=48, latent=16, lr=3e-3)
+    return train(zoos[0], tmp_path_factory.mktemp("wrun") / "run", TrainConfig(**cfg))
+
+
+def test_halo_decoding_of_a_windowed_run_reproduces_the_models(zoos, windowed_run):
+    from hyperrep.sample import decode_latents, run_latents
+
+    model, data, config = open_run_tokens(windowed_run, zoos[0])
+    with data.zoo:
+        rows = data.rows_of(np.asarray(config["splits"]["train"]))
+        x = data.normalised(rows)
+        latents = run_latents(model, x, data, halo=1)
+        assert latents.shape == (len(rows), 9 * 16)  # every token's latent, flattened
+        decoded = data.normalise(torch.from_numpy(decode_latents(model, latents, data, halo=1)))
+    error = float((decoded - x).norm() / x.norm())
+    print(f"halo decode(encode) relative error {error:.3f}")
+    assert error < HALO_RECONSTRUCTION_BOUND
+
+
+def test_sampling_a_windowed_run_writes_whole_models(zoos, windowed_run, tmp_path):
+    from hyperrep.sample import SampleConfig, sample
+    from modelzoo import open_zoo
+    from modelzoo.archive import validate_archive
+
+    out = tmp_path / "samples"
+    report = sample(windowed_run, zoos[0], out,
+                    SampleConfig.of(n=3, samplers=("sane", "kde-anchor"), finetune_epochs=1))
+    assert validate_archive(out) == []
+    with open_zoo(out) as samples:
+        assert len(samples) == 6
+        for m in samples.model_ids:
+            net = samples.model(m, 0)  # strict loading into the architecture
+            assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert set(report["nearest_train_distance"]) == {"sane", "kde-anchor", "B_F"}
