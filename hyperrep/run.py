@@ -23,12 +23,23 @@ def load_run(run: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     config = json.loads((run / "config.json").read_text())
     model = load_autoencoder(ModelConfig(**config["model"]))
     if (run / "model.safetensors").exists():
-        model.load_state_dict(load_file(str(run / "model.safetensors")))
+        state = load_file(str(run / "model.safetensors"))
     elif (run / "checkpoint.pt").exists():
-        model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True,
-                                         map_location="cpu")["model"])
+        state = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")["model"]
     else:
         raise ZooError(f"{run} has no trained weights yet")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        first = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+                 if unexpected else f"{wrong[0]!r} has shape {tuple(state[wrong[0]].shape)}, "
+                 f"its config says {tuple(expected[wrong[0]].shape)}")
+        raise ZooError(f"{run}: the weights do not fit the run's config.json ({first}; "
+                       f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} "
+                       f"of another shape)")
+    model.load_state_dict(state)
     return model.to(device).eval(), config
 
 

@@ -184,3 +184,18 @@ def test_sampling_a_windowed_run_writes_whole_models(zoos, windowed_run, tmp_pat
             net = samples.model(m, 0)  # strict loading into the architecture
             assert all(torch.isfinite(p).all() for p in net.parameters())
     assert set(report["nearest_train_distance"]) == {"sane", "kde-anchor", "B_F"}
+
+
+def test_weights_that_do_not_fit_the_run_config_are_one_clear_error(zoos, run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    state = load_file(str(copy / "model.safetensors"))
+    state["to_latent.weight"] = state["to_latent.weight"][:, :3].contiguous()
+    del state["debed.1.bias"]
+    save_file(state, str(copy / "model.safetensors"))
+    with pytest.raises(ZooError, match="missing 'debed.1.bias'; 1 missing, 0 unexpected, 1 of"):
+        embed(copy, zoos[0])
