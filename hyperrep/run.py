@@ -123,22 +123,25 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
 
 
+def _per_token(apply, x: torch.Tensor, positions: torch.Tensor, window: int,
+               halo: int | None) -> torch.Tensor:
+    """``apply(x, positions)`` for token sequences x [B, T, ...] -> [B, T, ...]: in one pass when
+    they fit the trained window, else through halo windows with only core tokens kept."""
+    n_tokens = x.shape[1]
+    if window >= n_tokens:
+        return apply(x, positions).float()
+    return torch.cat([apply(x[:, lo:hi], positions[lo:hi])[:, keep].float()
+                      for lo, hi, keep in halo_windows(n_tokens, window, halo)], 1)
+
+
 @torch.no_grad()
 def encode_tokens(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
                   batch: int = 256, halo: int | None = None) -> torch.Tensor:
     """Sane runs: normalised flat weights [N, P] -> every token's latent float32 [N, T, L]; models
     longer than the trained window are read through halo windows (``halo_windows``)."""
     positions = tokens.positions.to(device)
-    window = model.cfg.window
-    out = []
-    for chunk in normalised.split(batch):
-        view = tokenise(chunk, tokens).to(device)
-        if window >= tokens.n_tokens:
-            out.append(model.encode(view, positions).float().cpu())
-        else:
-            out.append(torch.cat([model.encode(view[:, lo:hi], positions[lo:hi])[:, keep].float()
-                                  for lo, hi, keep in halo_windows(tokens.n_tokens, window, halo)],
-                                 1).cpu())
+    out = [_per_token(model.encode, tokenise(chunk, tokens).to(device), positions,
+                      model.cfg.window, halo).cpu() for chunk in normalised.split(batch)]
     return torch.cat(out) if out else torch.zeros(0, tokens.n_tokens, model.cfg.latent)
 
 
@@ -148,17 +151,8 @@ def decode_tokens(model, latents: torch.Tensor, tokens: TokenMap, device: str = 
     """Sane runs: token latents [n, T, L] -> reconstructed tokens float32 [n, T, S]; models longer
     than the trained window are decoded through the same halo windows as they are encoded."""
     positions = tokens.positions.to(device)
-    window = model.cfg.window
-    out = []
-    for chunk in latents.split(batch):
-        chunk = chunk.to(device)
-        if window >= tokens.n_tokens:
-            out.append(model.decode(chunk, positions).float().cpu())
-        else:
-            out.append(torch.cat([model.decode(chunk[:, lo:hi], positions[lo:hi])[:, keep].float()
-                                  for lo, hi, keep in halo_windows(tokens.n_tokens, window, halo)],
-                                 1).cpu())
-    return torch.cat(out)
+    return torch.cat([_per_token(model.decode, chunk.to(device), positions, model.cfg.window,
+                                 halo).cpu() for chunk in latents.split(batch)])
 
 
 def halo_windows(n_tokens: int, window: int, halo: int | None = None) -> list[tuple[int, int, slice]]:
