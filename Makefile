@@ -23,12 +23,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# every CPU benchmark with the command BENCHMARKS.md names (about 1.5 h on 2 cores);
-# bench-quick: the two quick ones. The GPU one: python -m benchmarks.bench_gpu on a GPU machine.
+# every CPU benchmark with the command BENCHMARKS.md names (several hours on 2 cores);
+# bench-quick: each benchmark's quick mode (smoke runs for CI-sized machines, about 10 minutes).
+# The GPU one: python -m benchmarks.bench_gpu on a GPU machine.
+HYPERREP_CONFIGS := --config hyperrep_configs/compression.yaml --config hyperrep_configs/sane.yaml
+RESNET_CONFIGS := --config hyperrep_configs/resnet-sane.yaml --config hyperrep_configs/resnet-compression.yaml
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive --models 200 --epochs 50 --reads 1000
 	$(BIN)/python -m benchmarks.bench_population --models 128 --alone 8 --epochs 2
-	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep
+	$(BIN)/python -m benchmarks.bench_population --arch cnn_l --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
+	$(BIN)/python -m benchmarks.bench_population --arch unterthiner_cnn --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
+	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep $(HYPERREP_CONFIGS) --seeds 0,1,2 --split both
+	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep-resnet --spec zoo_specs/digits-resnet18-hyp.yaml $(RESNET_CONFIGS) --seeds 0,1,2 --split both
 	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample
 	$(BIN)/python -m benchmarks.bench_sparsify --run runs/bench-sparsify
 	$(BIN)/python -m benchmarks.bench_remote_sensing --run runs/bench-remote-sensing
@@ -37,6 +43,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive
 	$(BIN)/python -m benchmarks.bench_population
+	$(BIN)/python -m benchmarks.bench_hyperrep --quick --run runs/quick-hyperrep --split both
+	$(BIN)/python -m benchmarks.bench_sample --quick --run runs/quick-sample
+	$(BIN)/python -m benchmarks.bench_sparsify --quick --run runs/quick-sparsify
+	$(BIN)/python -m benchmarks.bench_remote_sensing --quick --run runs/quick-remote-sensing
 
 clean:
 	rm -rf $(VENV) runs

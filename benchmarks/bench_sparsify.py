@@ -33,7 +33,12 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--vd-epochs", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny Tetris zoo, ratio 0.5, 1 epoch each (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.spec, args.ratios, args.finetune_epochs, args.vd_epochs = \
+            "zoo_specs/tiny-tetris.yaml", "0.5", 1, 1
     zoo = Path(args.run) / "zoo"
     times = {"generate": timed("cli.zoo", "generate", args.spec, "--out", str(zoo))}
     times["magnitude"] = timed("cli.zoo", "sparsify", str(zoo), "--method", "magnitude",
