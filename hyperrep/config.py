@@ -27,7 +27,7 @@ class TrainConfig(BaseModel):
     """Everything a run is trained with (``--config`` YAML keys; CLI flags override)."""
 
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["compression", "sane"] = "compression"
+    mode: Literal["compression", "sane"] = "compression"  # chosen on validation (BENCHMARKS.md)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = 5e-4  # the peak rate with the OneCycle schedule
