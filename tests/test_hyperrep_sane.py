@@ -199,3 +199,22 @@ def test_weights_that_do_not_fit_the_run_config_are_one_clear_error(zoos, run, t
     save_file(state, str(copy / "model.safetensors"))
     with pytest.raises(ZooError, match="missing 'debed.1.bias'; 1 missing, 0 unexpected, 1 of"):
         embed(copy, zoos[0])
+
+
+def test_a_run_on_tetris_mlps_embeds_and_probes_a_cnn_zoo(zoos, tmp_path):
+    """Another architecture altogether: trained on the Tetris MLPs with tokens long enough for
+    CNN-s rows (201) and position tables for its 48 tokens in 5 layers, the run embeds a CNN-s
+    digits zoo and a probe reads it."""
+    cnn = generate(parse_spec({"name": "digits-cnn", "architecture": {"name": "cnn_s",
+                                                                      "in_channels": 1},
+                               "dataset": {"name": "digits"},
+                               "training": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+                               "factors": {"seed": {"range": [1, 8]},
+                                           "activation": ["tanh", "relu"]}}),
+                   tmp_path / "cnn")
+    run = train(zoos[0], tmp_path / "run", TrainConfig(**dict(SMALL, token_size=201, epochs=2,
+                                                             max_positions=(64, 8, 32))))
+    result = embed(run, cnn, views=1)
+    assert result["embedding"].shape == (14 * 2, 8) and np.isfinite(result["embedding"]).all()
+    table = probe_splits(run, cnn, ("val",), views=1)["val"]
+    assert np.isfinite(table["epoch"]["embedding"])
