@@ -22,21 +22,15 @@ zoo, 2 seeds, 3 epochs (a minute on 2 cores; a smoke run, its figures mean nothi
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from benchmarks import timed
+
 BASELINES = ("W", "S(W)", "S(W) weights", "S(W)+GBT")
-
-
-def cli(*args: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *args], check=True)
-    return time.perf_counter() - start
 
 
 def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: int,
@@ -48,7 +42,7 @@ def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: i
     merged.write_text(yaml.safe_dump({**(keys or {}), "seed": seed, "epochs": epochs}))
     run = folder / f"seed{seed}"
     if not (run / "model.safetensors").exists():
-        print(f"training {run} ({cli('cli.hyperrep', 'train', str(zoo), '--out', str(run), '--config', str(merged), '--device', device):.0f} s)")
+        print(f"training {run} ({timed('cli.hyperrep', 'train', str(zoo), '--out', str(run), '--config', str(merged), '--device', device):.0f} s)")
     return run
 
 
@@ -133,9 +127,7 @@ def main() -> None:
         args.spec, args.seeds, args.epochs = "zoo_specs/tiny-tetris.yaml", "0,1", 3
     run = Path(args.run)
     zoo = run / "zoo"
-    if not (zoo / "manifest.json").exists() or \
-            not json.loads((zoo / "manifest.json").read_text()).get("complete"):
-        print(f"generated the zoo ({cli('cli.zoo', 'generate', args.spec, '--out', str(zoo), '--device', args.device):.0f} s)")
+    print(f"generated the zoo ({timed('cli.zoo', 'generate', args.spec, '--out', str(zoo), '--device', args.device):.0f} s)")  # reused when complete
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = {c.stem: c for c in args.config} or {"defaults": None}
     splits = ("val", "test") if args.split == "both" else (args.split,)

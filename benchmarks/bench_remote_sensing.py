@@ -12,23 +12,15 @@ comparison and the time of every step.
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
 
+from benchmarks import timed
 from modelzoo import open_zoo
 
 SPECS = ["synthetic-dual-simclr", "synthetic-multitask", "synthetic-no2"]
 HYPERREP_CONFIG = "hyperrep_configs/remote-sensing.yaml"
-
-
-def timed(*args: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *args], check=True)
-    return time.perf_counter() - start
 
 
 def lineval_specs(run: Path) -> dict[str, Path]:

@@ -14,21 +14,14 @@ with ``--sampler sane``); ``--quick``: the tiny Tetris zoo (a smoke run).
 import argparse
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import timed
+
 SPEC = "zoo_specs/digits-seed.yaml"
 CONFIG = "hyperrep_configs/sampling.yaml"  # reconstruction-first, canonicalised weights
-
-
-def timed(*args: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *args], check=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:

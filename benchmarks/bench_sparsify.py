@@ -9,20 +9,12 @@ test accuracy before and after fine-tuning, and the correlation of twin with den
 """
 
 import argparse
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import timed
 from modelzoo import open_zoo
-
-
-def timed(*args: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *args], check=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ with the zoo model's; a model's embedding is then the mean over its windows.
 
 ``SaneAutoencoder`` (mode sane): tokens [B, T, S] -> token latents [B, T, L] -> reconstruction
 [B, T, S]; the projection head reads a window's token latents flattened [B, T * L]; a model's
-embedding is the mean of its token latents [B, L]. Both classes offer ``embedding`` (tokens ->
-[B, L]), ``encode``, ``decode`` and ``forward`` -> (latent, reconstruction, projection).
+embedding is the mean of its token latents [B, L]. Both classes offer ``encode``, ``decode`` and
+``forward`` -> (latent, reconstruction, projection); ``hyperrep.run`` embeds with them.
 """
 
 from dataclasses import asdict, dataclass
@@ -41,6 +41,7 @@ class ModelConfig:
     dropout: float = 0.0
     window: int = 0  # tokens per window (0: whole models)
     mode: str = "compression"
+    halo: int | None = None  # sane: context tokens each side of a halo window (None: window // 4)
 
     @property
     def decoded_tokens(self) -> int:
@@ -108,10 +109,6 @@ class HyperRepresentation(nn.Module):
         x = self.from_latent(latent).view(len(latent), self.cfg.decoded_tokens, self.cfg.d_model)
         return self.debed(self.decoder(x + self.positions(positions)))
 
-    def embedding(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """A model's (or window's) embedding [B, L]: its latent."""
-        return self.encode(tokens, positions)
-
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor):
         """(latent [B, L], reconstruction [B, T, S], projection [B, proj_dim])."""
         latent = self.encode(tokens, positions)
@@ -145,10 +142,6 @@ class SaneAutoencoder(nn.Module):
         """token latents [B, T, L] -> tokens [B, T, S]."""
         return self.debed(self.decoder(self.from_latent(latent) + self.positions(positions)))
 
-    def embedding(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """The mean token latent [B, L] (a model's embedding when the tokens are all of it)."""
-        return self.encode(tokens, positions).mean(1)
-
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor):
         """(token latents [B, T, L], reconstruction [B, T, S], projection [B, proj_dim]); T must
         be the trained window (whole models: their token count)."""
@@ -164,27 +157,22 @@ def load_autoencoder(cfg: ModelConfig) -> nn.Module:
 def build_autoencoder(cfg: TrainConfig, tokens: TokenMap) -> nn.Module:
     """The untrained autoencoder of a run for a zoo with this token map."""
     window = 0 if cfg.window is None or cfg.window >= tokens.n_tokens else cfg.window
-    if cfg.mode == "sane":
-        tables = (tokens.n_tokens, len(tokens.layer_names), int(tokens.positions[:, 2].max()) + 1)
+    tables = (tokens.n_tokens, len(tokens.layer_names), int(tokens.positions[:, 2].max()) + 1)
+    sane = cfg.mode == "sane"
+    if sane:
+        window = window or tokens.n_tokens  # the projection head reads one window's tokens
         if cfg.max_positions is not None:
             tables = tuple(max(a, b) for a, b in zip(tables, cfg.max_positions))
-        model_cfg = ModelConfig(n_tokens=tables[0], token_size=tokens.token_size,
-                                n_layers=tables[1], max_within=tables[2], d_model=cfg.d_model,
-                                heads=cfg.heads, encoder_blocks=cfg.encoder_blocks,
-                                decoder_blocks=cfg.decoder_blocks, latent=cfg.latent,
-                                proj_dim=cfg.proj_dim, window=window or tokens.n_tokens,
-                                mode="sane")
-        return SaneAutoencoder(model_cfg)
-    size = (window or tokens.n_tokens) * cfg.d_model * cfg.latent
-    if size > MAX_DECODER_INPUT:
-        raise ZooError(f"this zoo's models have {tokens.n_tokens:,} tokens: the decoder's latent -> "
-                       f"tokens projection would hold {size:,} parameters (latent {cfg.latent} x "
-                       f"d_model {cfg.d_model} x tokens); set window (tokens per window, e.g. "
-                       f"256) or lower latent / d_model")
-    model_cfg = ModelConfig(n_tokens=tokens.n_tokens, token_size=tokens.token_size,
-                            n_layers=len(tokens.layer_names),
-                            max_within=int(tokens.positions[:, 2].max()) + 1,
-                            d_model=cfg.d_model, heads=cfg.heads,
+    else:
+        size = (window or tokens.n_tokens) * cfg.d_model * cfg.latent
+        if size > MAX_DECODER_INPUT:
+            raise ZooError(f"this zoo's models have {tokens.n_tokens:,} tokens: the decoder's "
+                           f"latent -> tokens projection would hold {size:,} parameters (latent "
+                           f"{cfg.latent} x d_model {cfg.d_model} x tokens); set window (tokens "
+                           f"per window, e.g. 256) or lower latent / d_model")
+    model_cfg = ModelConfig(n_tokens=tables[0], token_size=tokens.token_size, n_layers=tables[1],
+                            max_within=tables[2], d_model=cfg.d_model, heads=cfg.heads,
                             encoder_blocks=cfg.encoder_blocks, decoder_blocks=cfg.decoder_blocks,
-                            latent=cfg.latent, proj_dim=cfg.proj_dim, window=window)
-    return HyperRepresentation(model_cfg)
+                            latent=cfg.latent, proj_dim=cfg.proj_dim, window=window,
+                            mode=cfg.mode, halo=cfg.halo if sane else None)
+    return load_autoencoder(model_cfg)

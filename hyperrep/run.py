@@ -54,10 +54,8 @@ def open_run_tokens(run: Path, zoo_path: Path,
     """
     model, config = load_run(run, device)
     train_cfg = config["train"]
-    token_size = model.cfg.token_size if train_cfg.get("mode") == "sane" else \
-        train_cfg["token_size"]
     zoo = open_zoo(zoo_path)
-    data = ZooTokens(zoo, token_size, config["zoo_epochs"]
+    data = ZooTokens(zoo, model.cfg.token_size, config["zoo_epochs"]
                      if set(config["zoo_epochs"]) <= set(zoo.epochs) else None)
     # the run's own architecture: same parameter count, token count and layers (older runs
     # recorded no parameter count; their model config holds the token count)
@@ -98,61 +96,62 @@ def _foreign_zoo_problem(model, data: ZooTokens, train_cfg: dict) -> str | None:
 
 @torch.no_grad()
 def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
-                      batch: int = 256, halo: int | None = None) -> np.ndarray:
+                      batch: int = 256) -> np.ndarray:
     """Normalised flat weights [N, P] -> embeddings float32 [N, L].
 
     Compression runs trained on windows: the mean of the latents of the windows that tile each
     model. Sane runs: the mean of every token's latent; when the model has more tokens than the
     trained window, each token's latent is read from a halo window (the token's core window plus
-    ``halo`` tokens of context each side, default a quarter of the window), see ``halo_windows``.
+    the run's ``halo`` tokens of context each side, default a quarter of the window), see
+    ``halo_windows``.
     """
     positions = tokens.positions.to(device)
     window = model.cfg.window
-    sane = model.cfg.mode == "sane"
     latents = []
     for chunk in normalised.split(batch):
         view = tokenise(chunk, tokens).to(device)
-        if not window or window >= tokens.n_tokens:
-            latents.append(model.embedding(view, positions).float().cpu())
-        elif sane:
-            latents.append(encode_tokens(model, chunk, tokens, device, batch, halo).mean(1))
+        if model.cfg.mode == "sane":
+            latents.append(_per_token(model, model.encode, view, positions).mean(1).cpu())
+        elif not window:
+            latents.append(model.encode(view, positions).float().cpu())
         else:
-            parts = [model.embedding(view[:, s:s + window], positions[s:s + window]).float()
+            parts = [model.encode(view[:, s:s + window], positions[s:s + window]).float()
                      for s in window_starts(tokens.n_tokens, window)]
             latents.append(torch.stack(parts).mean(0).cpu())
     return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
 
 
-def _per_token(apply, x: torch.Tensor, positions: torch.Tensor, window: int,
-               halo: int | None) -> torch.Tensor:
-    """``apply(x, positions)`` for token sequences x [B, T, ...] -> [B, T, ...]: in one pass when
-    they fit the trained window, else through halo windows with only core tokens kept."""
+def _per_token(model, apply, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Sane runs: ``apply(x, positions)`` (the model's encode or decode) for token sequences
+    x [B, T, ...] -> [B, T, ...]: in one pass when they fit the trained window, else through halo
+    windows with only core tokens kept."""
     n_tokens = x.shape[1]
-    if window >= n_tokens:
+    if model.cfg.window >= n_tokens:
         return apply(x, positions).float()
     return torch.cat([apply(x[:, lo:hi], positions[lo:hi])[:, keep].float()
-                      for lo, hi, keep in halo_windows(n_tokens, window, halo)], 1)
+                      for lo, hi, keep in halo_windows(n_tokens, model.cfg.window,
+                                                       model.cfg.halo)], 1)
 
 
 @torch.no_grad()
 def encode_tokens(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
-                  batch: int = 256, halo: int | None = None) -> torch.Tensor:
+                  batch: int = 256) -> torch.Tensor:
     """Sane runs: normalised flat weights [N, P] -> every token's latent float32 [N, T, L]; models
     longer than the trained window are read through halo windows (``halo_windows``)."""
     positions = tokens.positions.to(device)
-    out = [_per_token(model.encode, tokenise(chunk, tokens).to(device), positions,
-                      model.cfg.window, halo).cpu() for chunk in normalised.split(batch)]
+    out = [_per_token(model, model.encode, tokenise(chunk, tokens).to(device), positions).cpu()
+           for chunk in normalised.split(batch)]
     return torch.cat(out) if out else torch.zeros(0, tokens.n_tokens, model.cfg.latent)
 
 
 @torch.no_grad()
 def decode_tokens(model, latents: torch.Tensor, tokens: TokenMap, device: str = "cpu",
-                  batch: int = 256, halo: int | None = None) -> torch.Tensor:
+                  batch: int = 256) -> torch.Tensor:
     """Sane runs: token latents [n, T, L] -> reconstructed tokens float32 [n, T, S]; models longer
     than the trained window are decoded through the same halo windows as they are encoded."""
     positions = tokens.positions.to(device)
-    return torch.cat([_per_token(model.decode, chunk.to(device), positions, model.cfg.window,
-                                 halo).cpu() for chunk in latents.split(batch)])
+    return torch.cat([_per_token(model, model.decode, chunk.to(device), positions).cpu()
+                      for chunk in latents.split(batch)])
 
 
 def halo_windows(n_tokens: int, window: int, halo: int | None = None) -> list[tuple[int, int, slice]]:
@@ -189,7 +188,7 @@ def default_views(config: dict) -> int:
 @torch.no_grad()
 def encode_views(model: torch.nn.Module, normalised: torch.Tensor, tokens: TokenMap,
                  plan: PermutationPlan | None, views: int, device: str = "cpu",
-                 batch: int = 256, halo: int | None = None) -> np.ndarray:
+                 batch: int = 256) -> np.ndarray:
     """Latents [N, L] averaged over each state [N, P] itself and ``views - 1`` seeded random
     function-preserving permutations of it (``plan`` may be None when ``views`` is 1).
 
@@ -198,11 +197,11 @@ def encode_views(model: torch.nn.Module, normalised: torch.Tensor, tokens: Token
     """
     if views < 1:
         raise ZooError(f"views must be at least 1, got {views}")
-    latent = encode_normalised(model, normalised, tokens, device, batch, halo)
+    latent = encode_normalised(model, normalised, tokens, device, batch)
     generator = torch.Generator().manual_seed(EMBED_SEED)
     for _ in range(views - 1):
         perm = plan.sample(1, generator)[0]
-        latent += encode_normalised(model, normalised[:, perm], tokens, device, batch, halo)
+        latent += encode_normalised(model, normalised[:, perm], tokens, device, batch)
     return latent / views
 
 
@@ -224,7 +223,7 @@ def embed_samples(run: Path, zoo_path: Path, device: str = "cpu", batch: int = 2
                            f"with --views 1")
         plan = data.permutation_plan()
     return encode_views(model, data.normalised(slice(None)), data.tokens, plan, views, device,
-                        batch, config["train"].get("halo")), data, config
+                        batch), data, config
 
 
 def embed(run: Path, zoo_path: Path, device: str = "cpu", views: int | None = None) -> dict:

@@ -130,7 +130,7 @@ def draw_latents(sampler: str, fit_on: np.ndarray, box: np.ndarray, n: int,
 # -- decoding ------------------------------------------------------------------------------------
 @torch.no_grad()
 def decode_latents(model: nn.Module, latents: np.ndarray, data: ZooTokens,
-                   device: str = "cpu", batch: int = 256, halo: int | None = None) -> np.ndarray:
+                   device: str = "cpu", batch: int = 256) -> np.ndarray:
     """Latents [n, L] (sane-mode runs: token latents flattened [n, T * L]) -> flat weights float32
     [n, P] in the zoo's units (normalisation undone)."""
     positions = data.tokens.positions.to(device)
@@ -138,20 +138,19 @@ def decode_latents(model: nn.Module, latents: np.ndarray, data: ZooTokens,
     for chunk in torch.from_numpy(latents).split(batch):
         if model.cfg.mode == "sane":
             tokens = decode_tokens(model, chunk.view(len(chunk), data.tokens.n_tokens, -1),
-                                   data.tokens, device, batch, halo)
+                                   data.tokens, device, batch)
         else:
             tokens = model.decode(chunk.to(device), positions).float().cpu()
         out.append(data.denormalise(detokenise(tokens, data.tokens, data.zoo.n_params)))
     return torch.cat(out).numpy()
 
 
-def run_latents(model: nn.Module, normalised: torch.Tensor, data: ZooTokens, device: str = "cpu",
-                halo: int | None = None) -> np.ndarray:
+def run_latents(model: nn.Module, normalised: torch.Tensor, data: ZooTokens,
+                device: str = "cpu") -> np.ndarray:
     """What the samplers draw from: latents [N, L] (sane-mode runs: every token's latent,
     flattened [N, T * L])."""
     if model.cfg.mode == "sane":
-        return encode_tokens(model, normalised, data.tokens, device, halo=halo) \
-            .flatten(1).numpy()
+        return encode_tokens(model, normalised, data.tokens, device).flatten(1).numpy()
     return encode_normalised(model, normalised, data.tokens, device)
 
 
@@ -191,12 +190,11 @@ def reconstruct(run: Path, zoo_path: Path, models: list[int], epoch: int,
     """(stored flat states [m, P], decode(encode(state)) [m, P]) of ``models`` at ``epoch``.
 
     For a canonical run the states come back aligned to its reference (the same functions)."""
-    model, data, config = open_run_tokens(run, zoo_path, device)
-    halo = config["train"].get("halo")
+    model, data, _ = open_run_tokens(run, zoo_path, device)
     with data.zoo as zoo:
         original = data.aligned(torch.from_numpy(np.stack([zoo.flat(m, epoch) for m in models])))
-        latent = run_latents(model, data.normalise(original), data, device, halo)
-        return original.numpy(), decode_latents(model, latent, data, device, halo=halo)
+        latent = run_latents(model, data.normalise(original), data, device)
+        return original.numpy(), decode_latents(model, latent, data, device)
 
 
 def nearest_distance(data: ZooTokens, flat: np.ndarray, train_states: torch.Tensor) -> torch.Tensor:
@@ -253,7 +251,6 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
     say("embedding the zoo")
     model, data, run_config = open_run_tokens(run, zoo_path, device)
     sane = model.cfg.mode == "sane"
-    halo = run_config["train"].get("halo")
     if model.cfg.window and not sane:
         data.zoo.close()
         raise ZooError(f"{run} encodes windows of {model.cfg.window} tokens into one latent each: "
@@ -267,7 +264,7 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         data_sets = {spec.dataset.name: own}
         for name in cfg.datasets:
             data_sets[name] = _transfer_data(name, data_root, own)
-        embedding = run_latents(model, data.normalised(slice(None)), data, device, halo)
+        embedding = run_latents(model, data.normalised(slice(None)), data, device)
         accuracy = zoo.metadata.set_index(["model", "epoch"]).loc[
             list(zip(data.models.tolist(), data.sample_epochs.tolist())), "test_acc"].to_numpy()
         train_rows = np.nonzero(np.isin(data.models, run_config["splits"]["train"]))[0]
@@ -284,8 +281,8 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
             latents = draw_latents(name, fit_on[name], embedding[train_rows], cfg.n,
                                    cfg.bandwidth, cfg.joint, cfg.seed * 1000 + i,
                                    model.cfg.latent if sane else None)
-            flat = recalibrated(zoo, base, decode_latents(model, latents, data, device,
-                                                          halo=halo), own.train.x)
+            flat = recalibrated(zoo, base, decode_latents(model, latents, data, device),
+                                own.train.x)
             if cfg.keep_best is not None:
                 flat = _best_on_val(spec, base, flat, own, device, cfg.keep_best)
             sampled[name] = flat

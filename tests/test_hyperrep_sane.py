@@ -161,9 +161,9 @@ def test_halo_decoding_of_a_windowed_run_reproduces_the_models(zoos, windowed_ru
     with data.zoo:
         rows = data.rows_of(np.asarray(config["splits"]["train"]))
         x = data.normalised(rows)
-        latents = run_latents(model, x, data, halo=1)
+        latents = run_latents(model, x, data)  # the run's halo: 1
         assert latents.shape == (len(rows), 9 * 16)  # every token's latent, flattened
-        decoded = data.normalise(torch.from_numpy(decode_latents(model, latents, data, halo=1)))
+        decoded = data.normalise(torch.from_numpy(decode_latents(model, latents, data)))
     error = float((decoded - x).norm() / x.norm())
     print(f"halo decode(encode) relative error {error:.3f}")
     assert error < HALO_RECONSTRUCTION_BOUND
