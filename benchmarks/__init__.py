@@ -1,12 +1,23 @@
 """Benchmarks: each script prints ratios against a baseline run in the same process."""
 
+import os
 import subprocess
 import sys
 import time
 
 
+def measured(*args: str) -> tuple[float, float]:
+    """Run ``python -m args`` (a real CLI step), fail if it fails; its wall time in seconds and its
+    peak resident memory in GiB (the child's own maximum RSS, from wait4)."""
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", *args])
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, child.args)
+    return time.perf_counter() - start, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
 def timed(*args: str) -> float:
     """Run ``python -m args`` (a real CLI step), fail if it fails; its wall time in seconds."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", *args], check=True)
-    return time.perf_counter() - start
+    return measured(*args)[0]
