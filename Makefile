@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_population --arch unterthiner_cnn --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep $(HYPERREP_CONFIGS) --seeds 0,1,2 --split both
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep-resnet --spec zoo_specs/digits-resnet18-hyp.yaml $(RESNET_CONFIGS) --seeds 0,1,2 --split both
+	$(BIN)/python -m benchmarks.bench_windows --run runs/bench-windows
 	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample
 	$(BIN)/python -m benchmarks.bench_sparsify --run runs/bench-sparsify
 	$(BIN)/python -m benchmarks.bench_remote_sensing --run runs/bench-remote-sensing
@@ -44,6 +45,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive
 	$(BIN)/python -m benchmarks.bench_population
 	$(BIN)/python -m benchmarks.bench_hyperrep --quick --run runs/quick-hyperrep --split both
+	$(BIN)/python -m benchmarks.bench_windows --quick --run runs/quick-windows
 	$(BIN)/python -m benchmarks.bench_sample --quick --run runs/quick-sample
 	$(BIN)/python -m benchmarks.bench_sparsify --quick --run runs/quick-sparsify
 	$(BIN)/python -m benchmarks.bench_remote_sensing --quick --run runs/quick-remote-sensing

@@ -1,6 +1,6 @@
 """Windowed hyper-representations at full ResNet-18 size: time and peak memory of each step.
 
-    python -m benchmarks.bench_windows [--run runs/bench-windows] [--epochs 2] [--device cpu]
+    python -m benchmarks.bench_windows [--run runs/bench-windows] [--epochs 2] [--device cpu] [--quick]
 
 Generates six full-size ResNet-18s on digits (``zoo_specs/digits-resnet18-scale.yaml``), then per
 windowed config (``hyperrep_configs/resnet-compression.yaml``: windows of 256 tokens of 64, one
@@ -17,6 +17,8 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 from benchmarks import measured
 from modelzoo import open_zoo
 
@@ -30,10 +32,18 @@ def main() -> None:
     parser.add_argument("--spec", default=SPEC)
     parser.add_argument("--epochs", type=int, default=2, help="hyper-representation epochs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true",
+                        help="three width-4 ResNet-18s, 1 hyperrep epoch (a smoke run)")
     args = parser.parse_args()
     run = Path(args.run)
     zoo = run / "zoo"
-    seconds, peak = measured("cli.zoo", "generate", args.spec, "--out", str(zoo), "--device",
+    if args.quick:
+        run.mkdir(parents=True, exist_ok=True)
+        spec = yaml.safe_load(Path(args.spec).read_text())
+        spec["architecture"]["width"], spec["factors"]["seed"] = 4, {"range": [1, 4]}
+        args.spec, args.epochs = run / "quick-spec.yaml", 1
+        args.spec.write_text(yaml.safe_dump({**spec, "name": spec["name"] + "-quick"}))
+    seconds, peak = measured("cli.zoo", "generate", str(args.spec), "--out", str(zoo), "--device",
                              args.device)
     with open_zoo(zoo) as z:
         n_models, n_params = len(z), z.n_params

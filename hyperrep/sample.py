@@ -226,9 +226,9 @@ def finetune_configs(configs: list[TrainingConfig], epochs: int, seeds: list[int
             for c, s in zip(configs, seeds)]
 
 
-def accuracy_curves(runs: list[ModelRun]) -> list[list[float]]:
-    """Test accuracy [epoch][model] of fine-tuned runs (epoch 0 = before fine-tuning)."""
-    return np.stack([r.metrics["test_acc"] for r in runs], axis=1).tolist()
+def accuracy_curves(runs: list[ModelRun], split: str = "test") -> list[list[float]]:
+    """Accuracy on ``split`` [epoch][model] of fine-tuned runs (epoch 0 = before fine-tuning)."""
+    return np.stack([r.metrics[f"{split}_acc"] for r in runs], axis=1).tolist()
 
 
 def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str = "cpu",
@@ -265,8 +265,10 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         for name in cfg.datasets:
             data_sets[name] = _transfer_data(name, data_root, own)
         embedding = run_latents(model, data.normalised(slice(None)), data, device)
-        accuracy = zoo.metadata.set_index(["model", "epoch"]).loc[
-            list(zip(data.models.tolist(), data.sample_epochs.tolist())), "test_acc"].to_numpy()
+        states = zoo.metadata.set_index(["model", "epoch"]).loc[
+            list(zip(data.models.tolist(), data.sample_epochs.tolist()))]
+        accuracy = states["test_acc"].to_numpy()
+        val_accuracy = states["val_acc"].to_numpy() if "val_acc" in states else None  # imported
         train_rows = np.nonzero(np.isin(data.models, run_config["splits"]["train"]))[0]
         anchors = anchor_rows(accuracy, train_rows, cfg.quantile)
         base = base_config(zoo, np.unique(data.models[anchors]))
@@ -298,6 +300,7 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
         distances = {name: nearest_distance(data, initial, train_states).tolist()
                      for name, (_, initial) in methods.items() if initial is not None}
         accuracies: dict[str, dict[str, list]] = {}
+        zero_shot_val: dict[str, list[float]] = {}  # own data set: what settings are chosen on
         sample_runs: list[ModelRun] = []
         for set_name, split_data in data_sets.items():
             accuracies[set_name] = {}
@@ -306,6 +309,8 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
                 runs = train_configs(spec, finetune_configs(configs, cfg.finetune_epochs, seeds),
                                      split_data, device, initial=initial)
                 accuracies[set_name][name] = accuracy_curves(runs)
+                if split_data is own:
+                    zero_shot_val[name] = accuracy_curves(runs, "val")[0]
                 if split_data is own and name in sampled:
                     sample_runs.extend(runs)
         report = {
@@ -316,6 +321,9 @@ def sample(run: Path, zoo_path: Path, out: Path, cfg: SampleConfig, device: str 
             "kde": "joint" if cfg.joint else "per-dimension",
             "finetune_epochs": cfg.finetune_epochs, "seed": cfg.seed,
             "anchors": int(len(anchors)), "anchors_mean_acc": float(accuracy[anchors].mean()),
+            "anchors_mean_val_acc": (None if val_accuracy is None
+                                     else float(val_accuracy[anchors].mean())),
+            "zero_shot_val_accuracy": zero_shot_val,
             "base_config": base.model_dump(mode="json"),
             "accuracy": accuracies,
             "nearest_train_distance": distances,

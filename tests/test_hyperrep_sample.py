@@ -153,6 +153,12 @@ def test_cli_sample_writes_a_valid_archive_and_report(zoo, run, tmp_path):
     table = samples.metadata.set_index(["sampler", "epoch"])["test_acc"]
     assert np.allclose(np.sort(table.loc[("kde-anchor", 0)].to_numpy()),
                        np.sort(accuracy["kde-anchor"][0]))
+    # the zero-shot validation accuracies (what a sweep chooses on) are the archive's epoch-0 ones
+    val = samples.metadata.set_index(["sampler", "epoch"])["val_acc"]
+    assert np.allclose(np.sort(val.loc[("kde-anchor", 0)].to_numpy()),
+                       np.sort(report["zero_shot_val_accuracy"]["kde-anchor"]))
+    assert set(report["zero_shot_val_accuracy"]) == set(accuracy)
+    assert 0 < report["anchors_mean_val_acc"] <= 1
     samples.close()
     assert run_cli("cli.zoo", "validate", str(out)).returncode == 0
     assert len(list((out / "safetensors").glob("*.safetensors"))) == 12
