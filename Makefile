@@ -27,6 +27,7 @@ test: $(STAMP)
 # bench-quick: each benchmark's quick mode (smoke runs for CI-sized machines, about 10 minutes).
 # The GPU one: python -m benchmarks.bench_gpu on a GPU machine.
 HYPERREP_CONFIGS := --config hyperrep_configs/compression.yaml --config hyperrep_configs/sane.yaml
+SAMPLE_SWEEP := --n 20 --bandwidth 0.1,0.2,0.25,0.3,0.4
 RESNET_CONFIGS := --config hyperrep_configs/resnet-sane.yaml --config hyperrep_configs/resnet-compression.yaml
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive --models 200 --epochs 50 --reads 1000
@@ -36,7 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep $(HYPERREP_CONFIGS) --seeds 0,1,2 --split both
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep-resnet --spec zoo_specs/digits-resnet18-hyp.yaml $(RESNET_CONFIGS) --seeds 0,1,2 --split both
 	$(BIN)/python -m benchmarks.bench_windows --run runs/bench-windows
-	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample
+	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample $(SAMPLE_SWEEP) --sampler kde-anchor --sampler kde-2022 --sampler kde
+	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample-sane --zoo runs/bench-sample/zoo --config hyperrep_configs/sane-sampling.yaml $(SAMPLE_SWEEP) --sampler sane --sampler kde-2022 --sampler kde-anchor
+	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample-resnet --spec zoo_specs/digits-resnet18-hyp.yaml --config hyperrep_configs/resnet-sane-sampling.yaml --epochs 40 --n 10 --sampler sane --sampler kde-2022
 	$(BIN)/python -m benchmarks.bench_sparsify --run runs/bench-sparsify
 	$(BIN)/python -m benchmarks.bench_remote_sensing --run runs/bench-remote-sensing
 	$(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_archive.py --hypothesis-show-statistics
