@@ -9,6 +9,7 @@ epoch), ``checkpoint.pt`` (model + optimizer + epoch, read back with ``weights_o
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,7 +56,6 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     longer), any other setting must match.
     """
     run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     zoo = open_zoo(zoo_path)
     data = ZooTokens(zoo, cfg.token_size, cfg.zoo_epochs)
@@ -65,6 +65,9 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
         raise ZooError(f"{zoo_path}: too few models to train on ({len(zoo)} in the zoo)")
     # no permutations and no canonical form: architectures without a permutation plan train too
     plan = data.permutation_plan() if cfg.permutations or cfg.canonical else None
+    if plan is not None:
+        _check_permutation_memory(cfg.permutations, zoo.n_params)
+    run.mkdir(parents=True, exist_ok=True)
     if cfg.canonical:
         reference_path = run / "reference.safetensors"
         if reference_path.exists():
@@ -151,6 +154,28 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
 
 
 @torch.no_grad()
+def available_memory() -> int:
+    """Bytes of memory this machine can still give (MemAvailable; free pages where unreadable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_permutation_memory(permutations: int, n_params: int) -> None:
+    """The permutation pool is ``permutations`` gather indices of int64 [P]: refuse up front (one
+    error line) where it would take more than half the available memory, instead of being killed."""
+    need, budget = permutations * n_params * 8, available_memory() // 2
+    if need > budget:
+        raise ZooError(f"permutations: {permutations} of {n_params:,} parameters need "
+                       f"{need / 2**30:.1f} GiB of gather indices, more than half the "
+                       f"{2 * budget / 2**30:.1f} GiB available; set permutations to at most "
+                       f"{budget // (n_params * 8)} (or 0 with canonical: true)")
+
+
 def evaluate_loss(model, flat, data: ZooTokens, perms, cfg: TrainConfig, device) -> float:
     """Loss on held-out samples with a fixed augmentation draw (comparable across epochs)."""
     if len(flat) < 2:

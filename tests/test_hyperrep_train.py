@@ -125,6 +125,23 @@ def test_a_too_large_decoder_is_one_clear_error():
         build_autoencoder(TrainConfig(), tokens)
 
 
+def test_a_permutation_pool_too_large_for_memory_is_refused_up_front(zoo, tmp_path, monkeypatch):
+    """500 permutations of a full ResNet-18 would need 44.7 GB of gather indices: the run is
+    refused with one line naming the largest pool that fits, and no run folder is left behind."""
+    import hyperrep.train
+    from modelzoo import open_zoo
+    from modelzoo.errors import ZooError
+
+    with open_zoo(zoo) as z:
+        n_params = z.n_params
+    # memory for 6 indices: half of it (3) may go to the pool
+    monkeypatch.setattr(hyperrep.train, "available_memory", lambda: 6 * n_params * 8)
+    with pytest.raises(ZooError, match=r"permutations: 500 of .* set permutations to at most 3 "):
+        train(zoo, tmp_path / "run", TrainConfig(epochs=1))
+    assert not (tmp_path / "run").exists()
+    train(zoo, tmp_path / "run", TrainConfig(epochs=1, permutations=0))  # no pool: trains
+
+
 def test_windowed_training_embeds_whole_models(zoo, tmp_path):
     """Windows of consecutive tokens: the autoencoder's size no longer follows the zoo model's."""
     from hyperrep.tokenise import build_token_map
