@@ -153,7 +153,6 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     return run
 
 
-@torch.no_grad()
 def available_memory() -> int:
     """Bytes of memory this machine can still give (MemAvailable; free pages where unreadable)."""
     try:
@@ -176,6 +175,7 @@ def _check_permutation_memory(permutations: int, n_params: int) -> None:
                        f"{budget // (n_params * 8)} (or 0 with canonical: true)")
 
 
+@torch.no_grad()
 def evaluate_loss(model, flat, data: ZooTokens, perms, cfg: TrainConfig, device) -> float:
     """Loss on held-out samples with a fixed augmentation draw (comparable across epochs)."""
     if len(flat) < 2:
