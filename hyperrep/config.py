@@ -56,6 +56,10 @@ class TrainConfig(BaseModel):
     # near their small initial values)
     max_positions: tuple[int, int, int] | None = None
     proj_dim: int = 32
+    # sane: a model's embedding from its token latents: their mean ([L], any architecture) or the
+    # mean per layer, concatenated ([layers * L], one architecture); a readout, not a training
+    # setting: a finished run may be re-read with another
+    pooling: Literal["mean", "layers"] = "mean"
     split_seed: int = 0
     seed: int = 0
 
@@ -65,6 +69,12 @@ class TrainConfig(BaseModel):
         if isinstance(data, dict) and data.get("mode") == "sane":
             data = {**SANE_DEFAULTS, **data}
         return data
+
+    @model_validator(mode="after")
+    def _pooling_needs_token_latents(self):
+        if self.pooling != "mean" and self.mode != "sane":
+            raise ValueError(f"pooling: {self.pooling} pools token latents: it needs mode: sane")
+        return self
 
 
 def load_train_config(path: Path | None, overrides: dict) -> TrainConfig:

@@ -42,6 +42,7 @@ class ModelConfig:
     window: int = 0  # tokens per window (0: whole models)
     mode: str = "compression"
     halo: int | None = None  # sane: context tokens each side of a halo window (None: window // 4)
+    pooling: str = "mean"  # sane: embedding = mean of the token latents, or their mean per layer
 
     @property
     def decoded_tokens(self) -> int:
@@ -174,5 +175,5 @@ def build_autoencoder(cfg: TrainConfig, tokens: TokenMap) -> nn.Module:
                             max_within=tables[2], d_model=cfg.d_model, heads=cfg.heads,
                             encoder_blocks=cfg.encoder_blocks, decoder_blocks=cfg.decoder_blocks,
                             latent=cfg.latent, proj_dim=cfg.proj_dim, window=window,
-                            mode=cfg.mode, halo=cfg.halo if sane else None)
+                            mode=cfg.mode, halo=cfg.halo if sane else None, pooling=cfg.pooling)
     return load_autoencoder(model_cfg)

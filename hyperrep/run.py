@@ -100,10 +100,10 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
     """Normalised flat weights [N, P] -> embeddings float32 [N, L].
 
     Compression runs trained on windows: the mean of the latents of the windows that tile each
-    model. Sane runs: the mean of every token's latent; when the model has more tokens than the
-    trained window, each token's latent is read from a halo window (the token's core window plus
-    the run's ``halo`` tokens of context each side, default a quarter of the window), see
-    ``halo_windows``.
+    model. Sane runs: the token latents pooled as the run's ``pooling`` says (``pool_tokens``);
+    when the model has more tokens than the trained window, each token's latent is read from a
+    halo window (the token's core window plus the run's ``halo`` tokens of context each side,
+    default a quarter of the window), see ``halo_windows``.
     """
     positions = tokens.positions.to(device)
     window = model.cfg.window
@@ -111,14 +111,29 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
     for chunk in normalised.split(batch):
         view = tokenise(chunk, tokens).to(device)
         if model.cfg.mode == "sane":
-            latents.append(_per_token(model, model.encode, view, positions).mean(1).cpu())
+            per_token = _per_token(model, model.encode, view, positions)
+            latents.append(pool_tokens(per_token, tokens, model.cfg.pooling).cpu())
         elif not window:
             latents.append(model.encode(view, positions).float().cpu())
         else:
             parts = [model.encode(view[:, s:s + window], positions[s:s + window]).float()
                      for s in window_starts(tokens.n_tokens, window)]
             latents.append(torch.stack(parts).mean(0).cpu())
-    return torch.cat(latents).numpy() if latents else np.zeros((0, model.cfg.latent), np.float32)
+    if not latents:  # no states: an empty [0, embedding size]
+        empty = torch.zeros(0, tokens.n_tokens, model.cfg.latent)
+        return (pool_tokens(empty, tokens, model.cfg.pooling) if model.cfg.mode == "sane"
+                else empty[:, 0]).numpy()
+    return torch.cat(latents).numpy()
+
+
+def pool_tokens(per_token: torch.Tensor, tokens: TokenMap, pooling: str) -> torch.Tensor:
+    """Token latents [N, T, L] -> embeddings: ``mean`` over all tokens [N, L] (the same size for
+    any architecture), or ``layers``: the mean over each layer's tokens, concatenated in layer
+    order [N, layers * L] (the sizes of the layers no longer weigh on the embedding)."""
+    if pooling == "mean":
+        return per_token.mean(1)
+    layer = tokens.token_layer.to(per_token.device)
+    return torch.cat([per_token[:, layer == index].mean(1) for index in layer.unique()], 1)
 
 
 def _per_token(model, apply, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -48,12 +48,15 @@ def _step_loss(model, flat, data: ZooTokens, perms, cfg, generator, device):
                          cfg.temperature)
 
 
+RESUMABLE = ("epochs", "pooling")  # keys a run may be resumed (or re-read) with changed
+
+
 def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
           on_epoch: Callable[[int, dict], None] | None = None) -> Path:
     """Train (or resume) a hyper-representation on the zoo's train-split models.
 
-    Rerunning into an existing run resumes from its checkpoint; only ``epochs`` may change (to train
-    longer), any other setting must match.
+    Rerunning into an existing run resumes from its checkpoint; only ``epochs`` (to train longer)
+    and ``pooling`` (the embedding's readout) may change, any other setting must match.
     """
     run = Path(run)
     device = torch.device(device)
@@ -86,8 +89,8 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     if config_path.exists():
         old = json.loads(config_path.read_text())
         old_train = TrainConfig(**old["train"]).model_dump(mode="json")  # new keys at defaults
-        same = {k: v for k, v in old_train.items() if k != "epochs"} == \
-            {k: v for k, v in config["train"].items() if k != "epochs"}
+        same = {k: v for k, v in old_train.items() if k not in RESUMABLE} == \
+            {k: v for k, v in config["train"].items() if k not in RESUMABLE}
         if not same or old["zoo_name"] != zoo.name:
             raise ZooError(f"{run} holds a run with another config or zoo; choose another --out")
         if cfg.schedule == "onecycle" and old_train["epochs"] != cfg.epochs:

@@ -66,6 +66,28 @@ def test_sane_run_trains_and_embeds_as_the_mean_token_latent(zoos, run):
     assert np.allclose(embedding[:4], latents.mean(1).numpy(), atol=1e-6)
 
 
+def test_layer_pooling_rereads_a_finished_run_without_training(zoos, run, tmp_path):
+    """pooling: layers (a readout, not a training setting): rerunning train on a finished run with
+    it trains nothing and the embedding becomes the per-layer means of the token latents,
+    concatenated; weighted by the layers' token counts they average back to the mean pooling."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    from safetensors.torch import load_file
+
+    weights = load_file(copy / "model.safetensors")
+    train(zoos[0], copy, TrainConfig(**dict(SMALL, pooling="layers")))
+    assert all(torch.equal(v, weights[k]) for k, v in load_file(copy / "model.safetensors").items())
+    assert len((copy / "metrics.jsonl").read_text().splitlines()) == SMALL["epochs"]
+    layers = embed(copy, zoos[0], views=1)["embedding"]
+    mean = embed(run, zoos[0], views=1)["embedding"]
+    assert layers.shape == (len(mean), 2 * 8)  # two layers of 5 and 4 row-tokens, latent 8
+    assert np.allclose((5 * layers[:, :8] + 4 * layers[:, 8:]) / 9, mean, atol=1e-5)
+    with pytest.raises(ValueError, match="needs mode: sane"):
+        TrainConfig(pooling="layers")
+
+
 def test_resume_refuses_to_stretch_a_onecycle_schedule(zoos, run, tmp_path):
     import shutil
 
