@@ -41,8 +41,11 @@ def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: i
     merged = folder / f"seed{seed}.yaml"
     merged.write_text(yaml.safe_dump({**(keys or {}), "seed": seed, "epochs": epochs}))
     run = folder / f"seed{seed}"
-    if not (run / "model.safetensors").exists():
-        print(f"training {run} ({timed('cli.hyperrep', 'train', str(zoo), '--out', str(run), '--config', str(merged), '--device', device):.0f} s)")
+    # always through hyperrep train: a finished run resumes without training, and takes a changed
+    # readout (pooling) into its config
+    seconds = timed("cli.hyperrep", "train", str(zoo), "--out", str(run), "--config", str(merged),
+                    "--device", device)
+    print(f"trained {run} ({seconds:.0f} s)")
     return run
 
 
