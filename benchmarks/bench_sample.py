@@ -9,12 +9,14 @@ RUN/seed{S}/hyperrep and RUN/seed{S}/samples-bw{B}; an existing zoo or run is re
 resumes), the sample folders are rewritten. Prints, per sampler, mean +- std over the seeds of the
 zero-shot test accuracy and its ratio to the anchors (goal >= 0.8), the accuracy after one
 fine-tuning epoch against B_T, and the distance to the nearest training state with its ratio to
-B_F's (goal >= 0.5: at least half as new as an independently trained model). ``--spec`` / ``--config`` / ``--sampler`` choose
-the zoo, the hyper-representation and the samplers (e.g. a ResNet-18 zoo with a windowed sane-mode
-config and ``--sampler sane``); ``--bandwidth 0.1,0.2,...`` sweeps the KDE bandwidth and chooses
-each sampler's on zero-shot validation accuracy and distance alone (the test split is only
-reported); ``--keep-best K`` keeps the best K of the n draws; ``--zoo`` shares one zoo between
-runs; ``--quick``: the tiny Tetris zoo (a smoke run).
+B_F's (goal >= 0.5: at least half as new as an independently trained model).
+
+``--spec`` / ``--config`` / ``--sampler`` choose the zoo, the hyper-representation and the
+samplers (e.g. a ResNet-18 zoo with a windowed sane-mode config and ``--sampler sane``);
+``--bandwidth 0.1,0.2,...`` sweeps the KDE bandwidth and chooses each sampler's on zero-shot
+validation accuracy and distance alone (the test split is only reported); ``--keep-best K`` keeps
+the best K of the n draws; ``--zoo`` shares one zoo between runs; ``--quick``: the tiny Tetris zoo
+(a smoke run).
 """
 
 import argparse
@@ -96,7 +98,7 @@ def main() -> None:
           "| / B_F's |")
     print("|---|---|---|---|---|---|---|")
     for name, bandwidth in [*chosen.items(), ("B_T", bandwidths[0]), ("B_F", bandwidths[0])]:
-        figures = np.array([test_figures(report, name) for report in reports[bandwidth]])
+        figures = np.array([seed_figures(report, name) for report in reports[bandwidth]])
         cells = [f"{m:.3f} +- {d:.3f}" if np.isfinite(m) else "-"
                  for m, d in zip(figures.mean(0), figures.std(0))]
         shown = bandwidth if name in chosen else "-"
@@ -106,7 +108,7 @@ def main() -> None:
           "distance / B_F's >= 0.5; after 1 epoch above B_T")
 
 
-def test_figures(report: dict, name: str) -> list[float]:
+def seed_figures(report: dict, name: str) -> list[float]:
     """One seed's means for ``name``: zero-shot test accuracy, its ratio to the anchors', test
     accuracy after 1 epoch, distance to the nearest training state, its ratio to B_F's (NaN for
     B_T, which has no starting weights)."""
@@ -132,7 +134,7 @@ def choose_bandwidths(reports: dict[str, list[dict]]) -> dict[str, str]:
         for bandwidth, per_seed in reports.items():
             val = np.mean([np.mean(r["zero_shot_val_accuracy"][name]) / r["anchors_mean_val_acc"]
                            for r in per_seed])
-            novelty = np.mean([test_figures(r, name)[4] for r in per_seed])  # weights only
+            novelty = np.mean([seed_figures(r, name)[4] for r in per_seed])  # weights only
             scores[bandwidth] = (val, novelty)
             print(f"| {name} | {bandwidth} | {val:.2f} | {novelty:.2f} |")
         good = [b for b, (val, _) in scores.items() if val >= 0.8]
@@ -140,6 +142,7 @@ def choose_bandwidths(reports: dict[str, list[dict]]) -> dict[str, str]:
             max(scores, key=lambda b: scores[b][0])
     print("\nchosen: " + ", ".join(f"{n} {b}" for n, b in chosen.items()))
     return chosen
+
 
 if __name__ == "__main__":
     main()
