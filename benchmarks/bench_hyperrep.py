@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from benchmarks import timed
+from benchmarks import config_with, timed
 
 BASELINES = ("W", "S(W)", "S(W) weights", "S(W)+GBT")
 
@@ -36,10 +35,7 @@ BASELINES = ("W", "S(W)", "S(W) weights", "S(W)+GBT")
 def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: int,
               device: str) -> Path:
     """Train (or resume) one seed of one config; returns its run folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = yaml.safe_load(config.read_text()) if config else {}
-    merged = folder / f"seed{seed}.yaml"
-    merged.write_text(yaml.safe_dump({**(keys or {}), "seed": seed, "epochs": epochs}))
+    merged = config_with(config, folder / f"seed{seed}.yaml", seed=seed, epochs=epochs)
     run = folder / f"seed{seed}"
     # always through hyperrep train: a finished run resumes without training, and takes a changed
     # readout (pooling) into its config

@@ -25,9 +25,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from benchmarks import timed
+from benchmarks import config_with, timed
 
 SPEC = "zoo_specs/digits-seed.yaml"
 CONFIG = "hyperrep_configs/sampling.yaml"  # reconstruction-first, canonicalised weights
@@ -62,13 +61,10 @@ def main() -> None:
     single = len(seeds) == 1 and len(bandwidths) == 1
     times = {"generate": timed("cli.zoo", "generate", spec, "--out", str(zoo), "--device",
                                args.device)}
-    settings = yaml.safe_load(Path(args.config).read_text()) or {}
     reports: dict[str, list[dict]] = {bandwidth: [] for bandwidth in bandwidths}  # over seeds
     for seed in seeds:
         folder = run / f"seed{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
-        config = folder / "config.yaml"  # the config with this seed
-        config.write_text(yaml.safe_dump({**settings, "seed": int(seed)}))
+        config = config_with(args.config, folder / "config.yaml", seed=int(seed))
         rep = folder / "hyperrep"
         times[f"train {seed}"] = timed("cli.hyperrep", "train", str(zoo), "--out", str(rep),
                                        "--config", str(config), "--epochs", str(args.epochs),
@@ -108,16 +104,20 @@ def main() -> None:
           "distance / B_F's >= 0.5; after 1 epoch above B_T")
 
 
-def seed_figures(report: dict, name: str) -> list[float]:
-    """One seed's means for ``name``: zero-shot test accuracy, its ratio to the anchors', test
-    accuracy after 1 epoch, distance to the nearest training state, its ratio to B_F's (NaN for
-    B_T, which has no starting weights)."""
-    own = next(iter(report["summary"]))
-    test = report["summary"][own][name]["mean"]
+def distances(report: dict, name: str) -> tuple[float, float]:
+    """One seed's mean distance of ``name``'s starting weights to the nearest training state, and
+    its ratio to B_F's (NaN for B_T, which has no starting weights): weights only, no labels."""
     near = {m: float(np.mean(d)) for m, d in report["nearest_train_distance"].items()}
     distance = near.get(name, np.nan)
-    return [test[0], test[0] / report["anchors_mean_acc"], test[1], distance,
-            distance / near["B_F"]]
+    return distance, distance / near["B_F"]
+
+
+def seed_figures(report: dict, name: str) -> list[float]:
+    """One seed's means for ``name``: zero-shot test accuracy, its ratio to the anchors', test
+    accuracy after 1 epoch, and ``distances``."""
+    own = next(iter(report["summary"]))
+    test = report["summary"][own][name]["mean"]
+    return [test[0], test[0] / report["anchors_mean_acc"], test[1], *distances(report, name)]
 
 
 def choose_bandwidths(reports: dict[str, list[dict]]) -> dict[str, str]:
@@ -134,7 +134,7 @@ def choose_bandwidths(reports: dict[str, list[dict]]) -> dict[str, str]:
         for bandwidth, per_seed in reports.items():
             val = np.mean([np.mean(r["zero_shot_val_accuracy"][name]) / r["anchors_mean_val_acc"]
                            for r in per_seed])
-            novelty = np.mean([seed_figures(r, name)[4] for r in per_seed])  # weights only
+            novelty = np.mean([distances(r, name)[1] for r in per_seed])
             scores[bandwidth] = (val, novelty)
             print(f"| {name} | {bandwidth} | {val:.2f} | {novelty:.2f} |")
         good = [b for b, (val, _) in scores.items() if val >= 0.8]

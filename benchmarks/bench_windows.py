@@ -19,12 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks import measured
+from benchmarks import config_with, measured
 from modelzoo import open_zoo
 
 SPEC = "zoo_specs/digits-resnet18-scale.yaml"
-CONFIGS_DIR = "hyperrep_configs"
-CONFIGS = ("resnet-compression.yaml", "resnet-sane.yaml")
+CONFIGS = ("hyperrep_configs/resnet-compression.yaml", "hyperrep_configs/resnet-sane.yaml")
 
 
 def main() -> None:
@@ -39,24 +38,22 @@ def main() -> None:
     run = Path(args.run)
     zoo = run / "zoo"
     if args.quick:
-        run.mkdir(parents=True, exist_ok=True)
         spec = yaml.safe_load(Path(args.spec).read_text())
-        spec["architecture"]["width"], spec["factors"]["seed"] = 4, {"range": [1, 4]}
-        args.spec, args.epochs = run / "quick-spec.yaml", 1
-        args.spec.write_text(yaml.safe_dump({**spec, "name": spec["name"] + "-quick"}))
+        args.spec = config_with(args.spec, run / "quick-spec.yaml", name=spec["name"] + "-quick",
+                                architecture={**spec["architecture"], "width": 4},
+                                factors={**spec["factors"], "seed": {"range": [1, 4]}})
+        args.epochs = 1
     seconds, peak = measured("cli.zoo", "generate", str(args.spec), "--out", str(zoo), "--device",
                              args.device)
     with open_zoo(zoo) as z:
         n_models, n_params = len(z), z.n_params
     rows = [("zoo generate (reused if complete)", "-", "-", seconds, peak)]
-    for config_name in CONFIGS:
-        name = Path(config_name).stem
+    for source in CONFIGS:
+        name = Path(source).stem
         rep = run / name
         shutil.rmtree(rep, ignore_errors=True)
         # 500 permutations (the default pool) of 11.2 M parameters would take 45 GB of indices
-        settings = yaml.safe_load(Path(CONFIGS_DIR, config_name).read_text())
-        config = run / config_name
-        config.write_text(yaml.safe_dump({**settings, "permutations": 20}))
+        config = config_with(source, run / Path(source).name, permutations=20)
         seconds, peak = measured("cli.hyperrep", "train", str(zoo), "--out", str(rep), "--config",
                                  str(config), "--epochs", str(args.epochs), "--device", args.device)
         saved = json.loads((rep / "config.json").read_text())
