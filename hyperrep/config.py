@@ -56,10 +56,11 @@ class TrainConfig(BaseModel):
     # near their small initial values)
     max_positions: tuple[int, int, int] | None = None
     proj_dim: int = 32
-    # sane: a model's embedding from its token latents: their mean ([L], any architecture) or the
-    # mean per layer, concatenated ([layers * L], one architecture); a readout, not a training
-    # setting: a finished run may be re-read with another
-    pooling: Literal["mean", "layers"] = "mean"
+    # sane: a model's embedding from its token latents: their mean ([L], any architecture), the
+    # mean per layer, concatenated ([layers * L], one architecture), or the mean and the std per
+    # layer ([layers * 2L]); a readout, not a training setting: a finished run may be re-read with
+    # another
+    pooling: Literal["mean", "layers", "layer-moments"] = "mean"
     split_seed: int = 0
     seed: int = 0
 

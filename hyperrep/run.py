@@ -129,12 +129,16 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
 
 def pool_tokens(per_token: torch.Tensor, tokens: TokenMap, pooling: str) -> torch.Tensor:
     """Token latents [N, T, L] -> embeddings: ``mean`` over all tokens [N, L] (the same size for
-    any architecture), or ``layers``: the mean over each layer's tokens, concatenated in layer
-    order [N, layers * L] (the sizes of the layers no longer weigh on the embedding)."""
+    any architecture); ``layers``: the mean over each layer's tokens, concatenated in layer
+    order [N, layers * L] (the sizes of the layers no longer weigh on the embedding);
+    ``layer-moments``: each layer's mean and (population) std over its tokens [N, layers * 2L]."""
     if pooling == "mean":
         return per_token.mean(1)
     layer = tokens.token_layer.to(per_token.device)
-    return torch.cat([per_token[:, layer == index].mean(1) for index in layer.unique()], 1)
+    groups = [per_token[:, layer == index] for index in layer.unique()]
+    if pooling == "layers":
+        return torch.cat([g.mean(1) for g in groups], 1)
+    return torch.cat([torch.cat([g.mean(1), g.std(1, correction=0)], 1) for g in groups], 1)
 
 
 def _per_token(model, apply, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,8 @@ def test_sane_run_trains_and_embeds_as_the_mean_token_latent(zoos, run):
 def test_layer_pooling_rereads_a_finished_run_without_training(zoos, run, tmp_path):
     """pooling: layers (a readout, not a training setting): rerunning train on a finished run with
     it trains nothing and the embedding becomes the per-layer means of the token latents,
-    concatenated; weighted by the layers' token counts they average back to the mean pooling."""
+    concatenated; weighted by the layers' token counts they average back to the mean pooling.
+    pooling: layer-moments adds each layer's std of the token latents beside its mean."""
     import shutil
 
     copy = tmp_path / "run"
@@ -84,6 +85,18 @@ def test_layer_pooling_rereads_a_finished_run_without_training(zoos, run, tmp_pa
     mean = embed(run, zoos[0], views=1)["embedding"]
     assert layers.shape == (len(mean), 2 * 8)  # two layers of 5 and 4 row-tokens, latent 8
     assert np.allclose((5 * layers[:, :8] + 4 * layers[:, 8:]) / 9, mean, atol=1e-5)
+    # layer-moments: each layer's mean beside the std of its token latents
+    train(zoos[0], copy, TrainConfig(**dict(SMALL, pooling="layer-moments")))
+    moments = embed(copy, zoos[0], views=1)["embedding"]
+    assert moments.shape == (len(mean), 2 * 2 * 8)
+    assert np.allclose(moments[:, :8], layers[:, :8]) and np.allclose(moments[:, 16:24], layers[:, 8:])
+    model, data, _ = open_run_tokens(copy, zoos[0])
+    with data.zoo, torch.no_grad():
+        from hyperrep.tokenise import tokenise
+
+        latents = model.encode(tokenise(data.normalised(slice(0, 4)), data.tokens),
+                               data.tokens.positions)
+    assert np.allclose(moments[:4, 8:16], latents[:, :5].std(1, correction=0).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="needs mode: sane"):
         TrainConfig(pooling="layers")
 
