@@ -8,7 +8,8 @@ The zoo is generated with ``zoo generate`` and every run trained with ``hyperrep
 CLI); an existing zoo or run in the folder is reused (training resumes), and each run's probe
 scores are cached per split, so a second call only repeats what is missing. ``--config`` names
 YAML files of TrainConfig keys (repeatable; none: the defaults); each seed's run gets the file's
-keys plus ``seed`` and ``epochs``.
+keys plus ``seed`` and ``epochs``. Configs that differ only in their readout (``pooling``) share
+the trained runs of the first of them: the others are copies re-read with their own readout.
 
 The protocol: choose between configs with ``--split val`` (the default): the probes are fitted on
 the train split, regularised on val, scored on val, and the test split is not read. Then score the
@@ -22,10 +23,12 @@ zoo, 2 seeds, 3 epochs (a minute on 2 cores; a smoke run, its figures mean nothi
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from benchmarks import config_with, timed
 
@@ -43,6 +46,23 @@ def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: i
                     "--device", device)
     print(f"trained {run} ({seconds:.0f} s)")
     return run
+
+
+def training_settings(config: Path | None) -> str:
+    """A config's keys less those a finished run may be re-read with (its readout), as a key:
+    configs that differ only in readout share one trained run per seed."""
+    from hyperrep.train import RESUMABLE
+
+    keys = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    return json.dumps({k: v for k, v in keys.items() if k not in RESUMABLE}, sort_keys=True)
+
+
+def share_training(source: Path, target: Path) -> None:
+    """Copy the trained run ``source`` (weights, checkpoint, config, metrics; not its probe
+    scores) to ``target`` unless ``target`` exists: ``hyperrep train`` then re-reads it with the
+    target config's readout instead of training it again."""
+    if not target.exists():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("probes-*.json"))
 
 
 def probe_scores(run: Path, zoo: Path, split: str, device: str) -> dict:
@@ -131,8 +151,13 @@ def main() -> None:
     configs = {c.stem: c for c in args.config} or {"defaults": None}
     splits = ("val", "test") if args.split == "both" else (args.split,)
     tables = {split: {} for split in splits}
+    trained_first = {}  # training settings -> the config whose runs hold them
     for name, config in configs.items():
+        twin = trained_first.setdefault(training_settings(config), name)
         for seed in seeds:
+            if twin != name:
+                share_training(run / "runs" / twin / f"seed{seed}",
+                               run / "runs" / name / f"seed{seed}")
             trained = train_run(zoo, run / "runs" / name, config, seed, args.epochs, args.device)
             for split in splits:
                 tables[split].setdefault(name, []).append(
