@@ -197,6 +197,17 @@ def probe_table(run: Path, zoo_path: Path, plot: Path | None = None, views: int 
     return probe_splits(run, zoo_path, (evaluate,), plot, views, device)[evaluate]
 
 
+def probe_split_models(zoo, config: dict) -> dict[str, list[int]]:
+    """The models of each split (train / val / test) that the probes of ``zoo`` use: the run's
+    own split for the zoo it was trained on; any other zoo is split by its own models with the
+    run's split seed, as it was standardised (``open_run_tokens``)."""
+    if zoo.name == config["zoo_name"] and zoo.n_params == config.get("n_params", zoo.n_params):
+        splits = config["splits"]
+    else:
+        splits = zoo.split_models(config["train"]["split_seed"])
+    return {k: [int(m) for m in v] for k, v in splits.items()}
+
+
 def probe_splits(run: Path, zoo_path: Path, evaluate: tuple[str, ...] = ("val", "test"),
                  plot: Path | None = None, views: int | None = None,
                  device: str = "cpu") -> dict[str, dict]:
@@ -206,11 +217,8 @@ def probe_splits(run: Path, zoo_path: Path, evaluate: tuple[str, ...] = ("val", 
         flat = data.flat.numpy()
         table = zoo.metadata.set_index(["model", "epoch"], drop=False)
         table = table.loc[list(zip(data.models.tolist(), data.sample_epochs.tolist()))]
-        splits = {k: np.nonzero(np.isin(data.models, v))[0] for k, v in config["splits"].items()}
-        if any(len(v) == 0 for v in splits.values()):
-            # another zoo than the run's: split its own models
-            splits = {k: np.nonzero(np.isin(data.models, v))[0]
-                      for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+        splits = {k: np.nonzero(np.isin(data.models, v))[0]
+                  for k, v in probe_split_models(zoo, config).items()}
         if any(len(v) == 0 for v in splits.values()):
             raise ZooError(f"{zoo_path}: too few models to probe ({len(zoo)}): every split "
                            f"(train / val / test) needs at least one")

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from hyperrep.config import TrainConfig
-from hyperrep.probes import probe_splits, run_probes
+from hyperrep.probes import probe_split_models, probe_splits, run_probes
 from hyperrep.run import embed, halo_windows, open_run_tokens
 from hyperrep.train import train
+from modelzoo import open_zoo
 from modelzoo.errors import ZooError
 from modelzoo.generate import generate
 from modelzoo.specs import parse_spec
@@ -253,3 +254,10 @@ def test_a_run_on_tetris_mlps_embeds_and_probes_a_cnn_zoo(zoos, tmp_path):
     assert result["embedding"].shape == (14 * 2, 8) and np.isfinite(result["embedding"]).all()
     table = probe_splits(run, cnn, ("val",), views=1)["val"]
     assert np.isfinite(table["epoch"]["embedding"])
+    # the CNN zoo is probed on its own split (the one it was standardised with), not on the
+    # Tetris run's split applied to model numbers that both zoos happen to have
+    config = json.loads((run / "config.json").read_text())
+    with open_zoo(cnn) as zoo, open_zoo(zoos[0]) as own:
+        mine = {k: list(map(int, v)) for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+        assert probe_split_models(zoo, config) == mine != config["splits"]
+        assert probe_split_models(own, config) == config["splits"]
