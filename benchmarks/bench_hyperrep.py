@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_hyperrep [--spec zoo_specs/digits-hyp.yaml] [--run runs/bench-hyperrep]
         [--config hyperrep_configs/sane.yaml ...] [--seeds 0,1,2] [--epochs 30]
-        [--split val | test | both] [--device cpu] [--quick]
+        [--split val | test | both] [--probe-spec SPEC] [--device cpu] [--quick]
 
 The zoo is generated with ``zoo generate`` and every run trained with ``hyperrep train`` (the real
 CLI); an existing zoo or run in the folder is reused (training resumes), and each run's probe
@@ -10,6 +10,9 @@ scores are cached per split, so a second call only repeats what is missing. ``--
 YAML files of TrainConfig keys (repeatable; none: the defaults); each seed's run gets the file's
 keys plus ``seed`` and ``epochs``. Configs that differ only in their readout (``pooling``) share
 the trained runs of the first of them: the others are copies re-read with their own readout.
+``--probe-spec``: the runs trained on ``--spec``'s zoo embed and probe a zoo of another spec
+(another architecture: sane runs whose token size and position tables fit it), split by its own
+models; its scores are cached and summarised apart (``summary-SPEC.md``).
 
 The protocol: choose between configs with ``--split val`` (the default): the probes are fitted on
 the train split, regularised on val, scored on val, and the test split is not read. Then score the
@@ -65,11 +68,12 @@ def share_training(source: Path, target: Path) -> None:
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("probes-*.json"))
 
 
-def probe_scores(run: Path, zoo: Path, split: str, device: str) -> dict:
-    """The run's probe table on ``split``, computed once and cached in the run folder."""
+def probe_scores(run: Path, zoo: Path, split: str, device: str, tag: str = "") -> dict:
+    """The run's probe table of ``zoo`` on ``split``, computed once and cached in the run folder
+    (``tag`` names another zoo than the run's in the cache file)."""
     from hyperrep.probes import probe_splits
 
-    cache = run / f"probes-{split}.json"
+    cache = run / f"probes-{split}{tag}.json"
     if not cache.exists():
         start = time.perf_counter()
         table = probe_splits(run, zoo, (split,), device=device)[split]
@@ -140,6 +144,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--split", default="val", choices=("val", "test", "both"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--probe-spec", help="probe the runs on a zoo of this spec instead of "
+                        "the one they are trained on (sane runs read other architectures)")
     parser.add_argument("--quick", action="store_true", help="tiny Tetris zoo, 2 seeds, 3 epochs")
     args = parser.parse_args()
     if args.quick:
@@ -147,6 +153,13 @@ def main() -> None:
     run = Path(args.run)
     zoo = run / "zoo"
     print(f"generated the zoo ({timed('cli.zoo', 'generate', args.spec, '--out', str(zoo), '--device', args.device):.0f} s)")  # reused when complete
+    probed, tag = zoo, ""
+    if args.probe_spec:
+        tag = "-" + Path(args.probe_spec).stem
+        probed = run / f"zoo{tag}"
+        seconds = timed("cli.zoo", "generate", args.probe_spec, "--out", str(probed), "--device",
+                        args.device)
+        print(f"generated the probed zoo ({seconds:.0f} s)")
     seeds = [int(s) for s in args.seeds.split(",")]
     configs = {c.stem: c for c in args.config} or {"defaults": None}
     splits = ("val", "test") if args.split == "both" else (args.split,)
@@ -161,16 +174,17 @@ def main() -> None:
             trained = train_run(zoo, run / "runs" / name, config, seed, args.epochs, args.device)
             for split in splits:
                 tables[split].setdefault(name, []).append(
-                    probe_scores(trained, zoo, split, args.device))
+                    probe_scores(trained, probed, split, args.device, tag))
     report, markdown = {}, []
     for split in splits:
         summary, table = summarise(tables[split])
         report[split] = summary
-        markdown += [f"### {split} split ({Path(args.spec).stem}, seeds {args.seeds}, "
-                     f"{args.epochs} epochs)", "", table, ""]
+        zoos = Path(args.spec).stem + (f", probed on {tag[1:]}" if tag else "")
+        markdown += [f"### {split} split ({zoos}, seeds {args.seeds}, {args.epochs} epochs)", "",
+                     table, ""]
         markdown += [f"- {v}" for v in verdicts(summary, tables[split])] + [""]
-    (run / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
-    (run / "summary.md").write_text("\n".join(markdown))
+    (run / f"summary{tag}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (run / f"summary{tag}.md").write_text("\n".join(markdown))
     print("\n".join(markdown))
 
 

@@ -12,7 +12,7 @@ from hyperrep.train import train
 from modelzoo.generate import generate
 from modelzoo.specs import parse_spec
 from modelzoo.train.losses import nt_xent
-from tests.conftest import run_cli, tetris_spec
+from tests.conftest import ROOT, run_cli, tetris_spec
 
 SMALL = dict(epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
              latent=16, proj_dim=8, permutations=50, lr=1e-3)
@@ -198,3 +198,11 @@ def test_weight_statistics_with_and_without_biases():
     assert weights_only.shape == (3, 35)
     conv1 = flat[:, :layout.entries[0].size]
     assert np.allclose(weights_only[:, :2], np.stack([conv1.mean(1), conv1.var(1)], 1))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "hyperrep_configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_committed_config_is_a_valid_train_config(path):
+    from hyperrep.config import load_train_config
+
+    assert isinstance(load_train_config(path, {}), TrainConfig)
