@@ -29,13 +29,15 @@ test: $(STAMP)
 HYPERREP_CONFIGS := --config hyperrep_configs/compression.yaml --config hyperrep_configs/sane.yaml \
 	--config hyperrep_configs/sane-layers.yaml --config hyperrep_configs/sane-moments.yaml
 SAMPLE_SWEEP := --seeds 0,1,2 --n 20 --bandwidth 0.1,0.2,0.25,0.3,0.4
-RESNET_CONFIGS := --config hyperrep_configs/resnet-sane.yaml --config hyperrep_configs/resnet-compression.yaml
+RESNET_CONFIGS := --config hyperrep_configs/resnet-sane.yaml --config hyperrep_configs/resnet-sane-moments.yaml \
+	--config hyperrep_configs/resnet-compression.yaml
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive --models 200 --epochs 50 --reads 1000
 	$(BIN)/python -m benchmarks.bench_population --models 128 --alone 8 --epochs 2
 	$(BIN)/python -m benchmarks.bench_population --arch cnn_l --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
 	$(BIN)/python -m benchmarks.bench_population --arch unterthiner_cnn --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep $(HYPERREP_CONFIGS) --seeds 0,1,2 --split both
+	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep-cross --config hyperrep_configs/sane-cross.yaml --config hyperrep_configs/sane-cross-moments.yaml --probe-spec zoo_specs/digits-unterthiner.yaml --seeds 0,1,2 --split both
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep-resnet --spec zoo_specs/digits-resnet18-hyp.yaml $(RESNET_CONFIGS) --seeds 0,1,2 --split both
 	$(BIN)/python -m benchmarks.bench_windows --run runs/bench-windows
 	$(BIN)/python -m benchmarks.bench_sample --run runs/bench-sample $(SAMPLE_SWEEP) --sampler kde-anchor --sampler kde-2022 --sampler kde
