@@ -98,7 +98,7 @@ def _foreign_zoo_problem(model, data: ZooTokens, train_cfg: dict) -> str | None:
 def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
                       batch: int = 256) -> np.ndarray:
     """Normalised flat weights [N, P] -> embeddings float32 [N, L] ([N, layers * L] for sane runs
-    with ``pooling: layers``).
+    with ``pooling: layers``, [N, layers * 2L] with ``layer-moments``).
 
     Compression runs trained on windows: the mean of the latents of the windows that tile each
     model. Sane runs: the token latents pooled as the run's ``pooling`` says (``pool_tokens``);
