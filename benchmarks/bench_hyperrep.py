@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from benchmarks import config_with, timed
 
@@ -52,12 +51,14 @@ def train_run(zoo: Path, folder: Path, config: Path | None, seed: int, epochs: i
 
 
 def training_settings(config: Path | None) -> str:
-    """A config's keys less those a finished run may be re-read with (its readout), as a key:
-    configs that differ only in readout share one trained run per seed."""
+    """A config's validated settings (defaults filled in) less those a finished run may be
+    re-read with (its readout), as a key: configs that differ only in readout share one trained
+    run per seed."""
+    from hyperrep.config import load_train_config
     from hyperrep.train import RESUMABLE
 
-    keys = (yaml.safe_load(config.read_text()) or {}) if config else {}
-    return json.dumps({k: v for k, v in keys.items() if k not in RESUMABLE}, sort_keys=True)
+    settings = load_train_config(config, {}).model_dump(mode="json", exclude=set(RESUMABLE))
+    return json.dumps(settings, sort_keys=True)
 
 
 def share_training(source: Path, target: Path) -> None:

@@ -198,9 +198,10 @@ def probe_table(run: Path, zoo_path: Path, plot: Path | None = None, views: int 
 
 
 def probe_split_models(zoo, config: dict) -> dict[str, list[int]]:
-    """The models of each split (train / val / test) that the probes of ``zoo`` use: the run's
-    own split for the zoo it was trained on; any other zoo is split by its own models with the
-    run's split seed, as it was standardised (``open_run_tokens``)."""
+    """The models of each split (train / val / test) that the probes of ``zoo`` use: the split
+    stored in the run for the zoo it was trained on; any other zoo is split by its own models
+    with the run's split seed (a zoo of another architecture is standardised on that split's
+    train models, ``open_run_tokens``)."""
     if zoo.name == config.get("zoo_name") and zoo.n_params == config.get("n_params", zoo.n_params):
         splits = config["splits"]
     else:

@@ -90,7 +90,8 @@ def test_layer_pooling_rereads_a_finished_run_without_training(zoos, run, tmp_pa
     train(zoos[0], copy, TrainConfig(**dict(SMALL, pooling="layer-moments")))
     moments = embed(copy, zoos[0], views=1)["embedding"]
     assert moments.shape == (len(mean), 2 * 2 * 8)
-    assert np.allclose(moments[:, :8], layers[:, :8]) and np.allclose(moments[:, 16:24], layers[:, 8:])
+    assert np.allclose(moments[:, :8], layers[:, :8])
+    assert np.allclose(moments[:, 16:24], layers[:, 8:])
     model, data, _ = open_run_tokens(copy, zoos[0])
     with data.zoo, torch.no_grad():
         from hyperrep.tokenise import tokenise
@@ -258,6 +259,7 @@ def test_a_run_on_tetris_mlps_embeds_and_probes_a_cnn_zoo(zoos, tmp_path):
     # Tetris run's split applied to model numbers that both zoos happen to have
     config = json.loads((run / "config.json").read_text())
     with open_zoo(cnn) as zoo, open_zoo(zoos[0]) as own:
-        mine = {k: list(map(int, v)) for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
+        mine = {k: list(map(int, v))
+                for k, v in zoo.split_models(config["train"]["split_seed"]).items()}
         assert probe_split_models(zoo, config) == mine != config["splits"]
         assert probe_split_models(own, config) == config["splits"]
