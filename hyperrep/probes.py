@@ -21,12 +21,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import StandardScaler
 
-from hyperrep.run import embed_samples
+from hyperrep.run import STAT_QUANTILES, embed_samples
 from modelzoo.archive import Layout
 from modelzoo.errors import ZooError
 
 ALPHAS = [10.0 ** k for k in range(3, -6, -1)]
-STAT_QUANTILES = (1, 25, 50, 75, 99)
 
 
 def weight_statistics(flat: np.ndarray, layout: Layout, biases: bool = True) -> np.ndarray:

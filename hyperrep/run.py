@@ -98,7 +98,8 @@ def _foreign_zoo_problem(model, data: ZooTokens, train_cfg: dict) -> str | None:
 def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device: str = "cpu",
                       batch: int = 256) -> np.ndarray:
     """Normalised flat weights [N, P] -> embeddings float32 [N, L] ([N, layers * L] for sane runs
-    with ``pooling: layers``, [N, layers * 2L] with ``layer-moments``).
+    with ``pooling: layers``, [N, layers * 2L] with ``layer-moments``, [N, layers * 7L] with
+    ``layer-stats``).
 
     Compression runs trained on windows: the mean of the latents of the windows that tile each
     model. Sane runs: the token latents pooled as the run's ``pooling`` says (``pool_tokens``);
@@ -127,18 +128,40 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
     return torch.cat(latents).numpy()
 
 
+STAT_QUANTILES = (1, 25, 50, 75, 99)  # percentiles of S(W), of weights and of token latents
+
+
 def pool_tokens(per_token: torch.Tensor, tokens: TokenMap, pooling: str) -> torch.Tensor:
     """Token latents [N, T, L] -> embeddings: ``mean`` over all tokens [N, L] (the same size for
     any architecture); ``layers``: the mean over each layer's tokens, concatenated in layer
     order [N, layers * L] (the sizes of the layers no longer weigh on the embedding);
-    ``layer-moments``: each layer's mean and (population) std over its tokens [N, layers * 2L]."""
+    ``layer-moments``: each layer's mean and (population) std over its tokens [N, layers * 2L];
+    ``layer-stats``: S(W) of the latents, each layer's mean, std and 1/25/50/75/99th percentiles
+    (linear interpolation) over its tokens, per latent dimension [N, layers * 7L]."""
     if pooling == "mean":
         return per_token.mean(1)
     layer = tokens.token_layer.to(per_token.device)
     groups = [per_token[:, layer == index] for index in layer.unique()]
     if pooling == "layers":
         return torch.cat([g.mean(1) for g in groups], 1)
-    return torch.cat([torch.cat([g.mean(1), g.std(1, correction=0)], 1) for g in groups], 1)
+    moments = [[g.mean(1), g.std(1, correction=0)] for g in groups]
+    if pooling == "layer-stats":
+        for parts, g in zip(moments, groups):
+            parts += percentiles(g, STAT_QUANTILES)
+    return torch.cat([torch.cat(parts, 1) for parts in moments], 1)
+
+
+def percentiles(x: torch.Tensor, levels: tuple[float, ...]) -> list[torch.Tensor]:
+    """Percentiles of x [N, n, L] over its middle dimension, one [N, L] per level (0-100), linearly
+    interpolated as numpy's default; unlike ``torch.quantile``, any size of x."""
+    ordered = x.sort(1).values
+    out = []
+    for level in levels:
+        position = level / 100 * (x.shape[1] - 1)
+        lo = int(position)
+        hi = min(lo + 1, x.shape[1] - 1)
+        out.append(torch.lerp(ordered[:, lo], ordered[:, hi], position - lo))
+    return out
 
 
 def _per_token(model, apply, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

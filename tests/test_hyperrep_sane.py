@@ -71,7 +71,8 @@ def test_layer_pooling_rereads_a_finished_run_without_training(zoos, run, tmp_pa
     """pooling: layers (a readout, not a training setting): rerunning train on a finished run with
     it trains nothing and the embedding becomes the per-layer means of the token latents,
     concatenated; weighted by the layers' token counts they average back to the mean pooling.
-    pooling: layer-moments adds each layer's std of the token latents beside its mean."""
+    pooling: layer-moments adds each layer's std of the token latents beside its mean, and
+    layer-stats adds their 1/25/50/75/99th percentiles (as S(W) takes of the weights)."""
     import shutil
 
     copy = tmp_path / "run"
@@ -99,6 +100,16 @@ def test_layer_pooling_rereads_a_finished_run_without_training(zoos, run, tmp_pa
         latents = model.encode(tokenise(data.normalised(slice(0, 4)), data.tokens),
                                data.tokens.positions)
     assert np.allclose(moments[:4, 8:16], latents[:, :5].std(1, correction=0).numpy(), atol=1e-5)
+    # layer-stats: per layer the mean, std and 5 percentiles (numpy's) of each latent dimension
+    train(zoos[0], copy, TrainConfig(**dict(SMALL, pooling="layer-stats")))
+    stats = embed(copy, zoos[0], views=1)["embedding"]
+    assert stats.shape == (len(mean), 2 * 7 * 8)
+    assert np.allclose(stats[:, :16], moments[:, :16]) and np.allclose(stats[:, 56:72],
+                                                                       moments[:, 16:])
+    for layer, rows in ((0, slice(0, 5)), (1, slice(5, 9))):
+        expected = np.percentile(latents[:, rows].numpy(), (1, 25, 50, 75, 99), axis=1)
+        got = stats[:4, 56 * layer + 16:56 * (layer + 1)].reshape(4, 5, 8).transpose(1, 0, 2)
+        assert np.allclose(got, expected, atol=1e-5)
     with pytest.raises(ValueError, match="needs mode: sane"):
         TrainConfig(pooling="layers")
 
