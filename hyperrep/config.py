@@ -2,12 +2,15 @@
 keys, CLI flags override), read by ``load_train_config``.
 
 Two designs (``mode``):
+- ``sane`` (SANE, ICML 2024; the default, chosen on validation, BENCHMARKS.md): every token gets
+  its own latent (no tanh); tokens as long as the longest row, per-layer standardised weights,
+  AdamW with a OneCycle schedule, no erasing (``SANE_DEFAULTS``, the values of unset keys in this
+  mode). A model's embedding is read from its token latents (``pooling``): by default S(W) of
+  them per layer (``layer-stats``); ``mean`` pooling embeds models of any size or architecture
+  with the same token size into one space.
 - ``compression`` (the 2021/2022 papers): a compression token reads the encoded tokens into one
   latent vector per model (tanh), decoded back to all tokens; tokens are split to ``token_size``.
-- ``sane`` (SANE, ICML 2024): every token gets its own latent (no tanh); a model's embedding is
-  the mean of its token latents, so one run embeds models of any size or architecture with the
-  same token size. Unset keys then take SANE's defaults (``SANE_DEFAULTS``): tokens as long as
-  the longest row, per-layer standardised weights, AdamW with a OneCycle schedule, no erasing.
+  The field defaults below are this mode's.
 """
 
 from pathlib import Path
@@ -20,14 +23,14 @@ from modelzoo.errors import ZooError
 from modelzoo.specs import validated
 
 SANE_DEFAULTS = {"token_size": None, "latent": 128, "standardise": True, "optimizer": "adamw",
-                 "schedule": "onecycle", "erase_p": 0.0, "proj_dim": 30}
+                 "schedule": "onecycle", "erase_p": 0.0, "proj_dim": 30, "pooling": "layer-stats"}
 
 
 class TrainConfig(BaseModel):
     """Everything a run is trained with (``--config`` YAML keys; CLI flags override)."""
 
     model_config = ConfigDict(extra="forbid")
-    mode: Literal["compression", "sane"] = "compression"  # chosen on validation (BENCHMARKS.md)
+    mode: Literal["compression", "sane"] = "sane"  # chosen on validation (BENCHMARKS.md)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = 5e-4  # the peak rate with the OneCycle schedule
@@ -56,7 +59,8 @@ class TrainConfig(BaseModel):
     # near their small initial values)
     max_positions: tuple[int, int, int] | None = None
     proj_dim: int = 32
-    # sane: a model's embedding from its token latents: their mean ([L], any architecture), the
+    # sane: a model's embedding from its token latents (default layer-stats, SANE_DEFAULTS): their
+    # mean ([L], any architecture), the
     # mean per layer, concatenated ([layers * L], one architecture), the mean and the std per
     # layer ([layers * 2L]), or S(W) of the latents: mean, std and 5 percentiles per layer
     # ([layers * 7L]); a readout, not a training setting: a finished run may be re-read with
@@ -68,7 +72,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _sane_defaults(cls, data):
-        if isinstance(data, dict) and data.get("mode") == "sane":
+        if isinstance(data, dict) and data.get("mode", "sane") == "sane":
             data = {**SANE_DEFAULTS, **data}
         return data
 

@@ -88,7 +88,8 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
     config_path = run / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        old_train = TrainConfig(**old["train"]).model_dump(mode="json")  # new keys at defaults
+        # new keys at defaults; runs recorded before ``mode`` existed are compression runs
+        old_train = TrainConfig(**{"mode": "compression", **old["train"]}).model_dump(mode="json")
         same = {k: v for k, v in old_train.items() if k not in RESUMABLE} == \
             {k: v for k, v in config["train"].items() if k not in RESUMABLE}
         if not same or old["zoo_name"] != zoo.name:

@@ -26,9 +26,9 @@ from tests.conftest import run_cli, tetris_spec
 
 # Reconstruction-heavy small autoencoder on canonicalised weights (every model aligned to one
 # reference, no permutation augmentation): enough to decode Tetris MLPs that still classify.
-SMALL = dict(epochs=300, batch_size=32, d_model=64, heads=2, encoder_blocks=1, decoder_blocks=1,
-             latent=64, proj_dim=8, permutations=0, canonical=True, lr=2e-3, gamma=0.0, noise=0.0,
-             erase_p=0.0)
+SMALL = dict(mode="compression", epochs=300, batch_size=32, d_model=64, heads=2,
+             encoder_blocks=1, decoder_blocks=1, latent=64, proj_dim=8, permutations=0,
+             canonical=True, lr=2e-3, gamma=0.0, noise=0.0, erase_p=0.0)
 # decode(encode(model)) of the training models keeps their mean test accuracy within this
 # (measured: 0.720 -> 0.705, a drop of 0.015)
 RECONSTRUCTION_BOUND = 0.05
@@ -244,7 +244,7 @@ def test_sampling_a_batchnorm_zoo_recalibrates_its_statistics(tmp_path):
                        factors={"seed": {"range": [1, 8]}})
     zoo = generate(parse_spec(spec), tmp_path / "zoo")
     run = tmp_path / "run"
-    train(zoo, run, TrainConfig(epochs=2, canonical=True, permutations=0, d_model=32, heads=2,
+    train(zoo, run, TrainConfig(mode="compression", epochs=2, canonical=True, permutations=0, d_model=32, heads=2,
                                 encoder_blocks=1, decoder_blocks=1, latent=16, batch_size=4))
     out = tmp_path / "samples"
     sample(run, zoo, out, SampleConfig.of(n=2, samplers=("kde-anchor",), finetune_epochs=0))

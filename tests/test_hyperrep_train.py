@@ -14,7 +14,7 @@ from modelzoo.specs import parse_spec
 from modelzoo.train.losses import nt_xent
 from tests.conftest import ROOT, run_cli, tetris_spec
 
-SMALL = dict(epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
+SMALL = dict(mode="compression", epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
              latent=16, proj_dim=8, permutations=50, lr=1e-3)
 
 
@@ -122,7 +122,7 @@ def test_a_too_large_decoder_is_one_clear_error():
 
     tokens = build_token_map(Layout.of(create_model("resnet18")), 64)
     with pytest.raises(ZooError, match="179,290 tokens"):
-        build_autoencoder(TrainConfig(), tokens)
+        build_autoencoder(TrainConfig(mode="compression"), tokens)
 
 
 def test_a_permutation_pool_too_large_for_memory_is_refused_up_front(zoo, tmp_path, monkeypatch):
@@ -150,7 +150,7 @@ def test_windowed_training_embeds_whole_models(zoo, tmp_path):
     from modelzoo.models import create_model
 
     big = build_token_map(Layout.of(create_model("resnet18")), 64)  # 179,290 tokens, 11 M weights
-    model = build_autoencoder(TrainConfig(window=256), big)
+    model = build_autoencoder(TrainConfig(mode="compression", window=256), big)
     assert sum(p.numel() for p in model.parameters()) < 50_000_000
 
     out = tmp_path / "windowed"
