@@ -60,11 +60,10 @@ class TrainConfig(BaseModel):
     max_positions: tuple[int, int, int] | None = None
     proj_dim: int = 32
     # sane: a model's embedding from its token latents (default layer-stats, SANE_DEFAULTS): their
-    # mean ([L], any architecture), the
-    # mean per layer, concatenated ([layers * L], one architecture), the mean and the std per
-    # layer ([layers * 2L]), or S(W) of the latents: mean, std and 5 percentiles per layer
-    # ([layers * 7L]); a readout, not a training setting: a finished run may be re-read with
-    # another
+    # mean ([L], any architecture), the mean per layer, concatenated ([layers * L], one
+    # architecture), the mean and the std per layer ([layers * 2L]), or S(W) of the latents: mean,
+    # std and 5 percentiles per layer ([layers * 7L]); a readout, not a training setting: a
+    # finished run may be re-read with another
     pooling: Literal["mean", "layers", "layer-moments", "layer-stats"] = "mean"
     split_seed: int = 0
     seed: int = 0
