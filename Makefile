@@ -27,7 +27,8 @@ test: $(STAMP)
 # bench-quick: each benchmark's quick mode (smoke runs for CI-sized machines, about 10 minutes).
 # The GPU one: python -m benchmarks.bench_gpu on a GPU machine.
 HYPERREP_CONFIGS := --config hyperrep_configs/compression.yaml --config hyperrep_configs/sane.yaml \
-	--config hyperrep_configs/sane-layers.yaml --config hyperrep_configs/sane-moments.yaml
+	--config hyperrep_configs/sane-layers.yaml --config hyperrep_configs/sane-moments.yaml \
+	--config hyperrep_configs/sane-stats.yaml
 SAMPLE_SWEEP := --seeds 0,1,2 --n 20 --bandwidth 0.1,0.2,0.25,0.3,0.4
 RESNET_CONFIGS := --config hyperrep_configs/resnet-sane.yaml --config hyperrep_configs/resnet-sane-moments.yaml \
 	--config hyperrep_configs/resnet-compression.yaml
