@@ -110,7 +110,7 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
     positions = tokens.positions.to(device)
     window = model.cfg.window
     latents = []
-    for chunk in normalised.split(batch):
+    for chunk in normalised.split(batch) if len(normalised) else ():
         view = tokenise(chunk, tokens).to(device)
         if model.cfg.mode == "sane":
             per_token = _per_token(model, model.encode, view, positions)
@@ -121,10 +121,10 @@ def encode_normalised(model, normalised: torch.Tensor, tokens: TokenMap, device:
             parts = [model.encode(view[:, s:s + window], positions[s:s + window]).float()
                      for s in window_starts(tokens.n_tokens, window)]
             latents.append(torch.stack(parts).mean(0).cpu())
-    if not latents:  # no states: an empty [0, embedding size]
-        empty = torch.zeros(0, tokens.n_tokens, model.cfg.latent)
-        return (pool_tokens(empty, tokens, model.cfg.pooling) if model.cfg.mode == "sane"
-                else empty[:, 0]).numpy()
+    if not latents:  # no states: an empty [0, embedding size], sized by pooling one blank state
+        blank = torch.zeros(1, tokens.n_tokens, model.cfg.latent)
+        return (pool_tokens(blank, tokens, model.cfg.pooling) if model.cfg.mode == "sane"
+                else blank[:, 0])[:0].numpy()
     return torch.cat(latents).numpy()
 
 
@@ -144,24 +144,12 @@ def pool_tokens(per_token: torch.Tensor, tokens: TokenMap, pooling: str) -> torc
     groups = [per_token[:, layer == index] for index in layer.unique()]
     if pooling == "layers":
         return torch.cat([g.mean(1) for g in groups], 1)
-    moments = [[g.mean(1), g.std(1, correction=0)] for g in groups]
+    per_layer = [[g.mean(1), g.std(1, correction=0)] for g in groups]
     if pooling == "layer-stats":
-        for parts, g in zip(moments, groups):
-            parts += percentiles(g, STAT_QUANTILES)
-    return torch.cat([torch.cat(parts, 1) for parts in moments], 1)
-
-
-def percentiles(x: torch.Tensor, levels: tuple[float, ...]) -> list[torch.Tensor]:
-    """Percentiles of x [N, n, L] over its middle dimension, one [N, L] per level (0-100), linearly
-    interpolated as numpy's default; unlike ``torch.quantile``, any size of x."""
-    ordered = x.sort(1).values
-    out = []
-    for level in levels:
-        position = level / 100 * (x.shape[1] - 1)
-        lo = int(position)
-        hi = min(lo + 1, x.shape[1] - 1)
-        out.append(torch.lerp(ordered[:, lo], ordered[:, hi], position - lo))
-    return out
+        levels = torch.tensor(STAT_QUANTILES, dtype=per_token.dtype, device=per_token.device) / 100
+        for parts, g in zip(per_layer, groups):
+            parts += list(torch.quantile(g, levels, dim=1))  # [levels, N, L]
+    return torch.cat([torch.cat(parts, 1) for parts in per_layer], 1)
 
 
 def _per_token(model, apply, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
