@@ -18,7 +18,7 @@ from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split, create_dataset
 from modelzoo.models import ZooModel, register_model
 from modelzoo.specs import TrainingConfig
-from modelzoo.train.grouped import GROUPED_ARCHITECTURES
+from modelzoo.train.grouped import GROUPED_ARCHITECTURES, grouped_network
 from modelzoo.train.population import train_population, train_population_groups
 from modelzoo.train.single import build_model, train_model
 
@@ -139,3 +139,34 @@ def test_weights_do_not_depend_on_the_population(digits):
         for i, run in zip(members, runs):
             assert np.array_equal(run.states, full[i].states), (members, i)
             assert np.array_equal(run.metrics["test_acc"], full[i].metrics["test_acc"])
+
+
+@pytest.mark.parametrize("arch, kwargs, shape", [
+    ("tetris_mlp", {}, (1, 4, 4)),
+    ("cnn_s", {"in_channels": 1}, (1, 28, 28)),
+    ("unterthiner_cnn", {"in_channels": 1}, (1, 28, 28)),
+    ("unterthiner_cnn", {"in_channels": 1, "padding": "same"}, (1, 28, 28)),
+    ("cnn_l", {"in_channels": 3}, (3, 32, 32)),
+])
+def test_shared_input(arch, kwargs, shape):
+    """Evaluation feeds one input batch to the grouped network (its first layer reads it once):
+    each model computes what it computes alone, and bit for bit the same in a population of 16 as
+    of 32 (P copies of the input, as in training, agree to float rounding)."""
+    configs = [TrainingConfig(seed=s, activation="tanh") for s in range(1, 33)]
+    models = [build_model(arch, kwargs, c) for c in configs]
+    x = torch.randn(5, *shape)
+    names = list(models[0].state_dict())
+
+    def population_output(n, copies=False):
+        params = {k: torch.stack([m.state_dict()[k] for m in models[:n]]) for k in names}
+        network = grouped_network(models[0], params).eval()
+        with torch.no_grad():
+            return network(x.repeat(1, n, *([1] * (x.dim() - 2))) if copies else x)
+
+    shared = population_output(32)
+    with torch.no_grad():
+        alone = torch.stack([m.eval()(x) for m in models], 1)
+    assert shared.shape == alone.shape == (5, 32, alone.shape[-1])
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared, population_output(32, copies=True), rtol=0, atol=1e-6)
+    assert torch.equal(population_output(16), shared[:, :16])

@@ -7,6 +7,8 @@ The architecture's own ``forward`` runs unchanged on population arrangements of 
 - after a ``Linear``: [B, P, F]. Each ``Linear`` becomes one batched matmul over [P, out, in]; its
   input may also be a flattened conv activation [B, P*F] (``flatten(1)`` keeps models apart).
 - keyed dropout draws each model's mask exactly as ``KeyedDropout`` draws it for the model alone.
+- evaluation feeds one input [B, C, ...] to all P models: the first layer reads it once (a conv as
+  one matrix product over P*O filters, a Linear as a broadcast view) instead of P copies.
 
 So the output is log-probabilities [B, P, classes]. This is only correct for forwards that keep
 models apart (elementwise activations, pooling, ``flatten(1)``, spatial means): the architectures in
@@ -32,26 +34,51 @@ class GroupedConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
-        if conv.groups != 1 or conv.padding_mode != "zeros":
-            raise ValueError("grouped populations need plain convolutions (groups 1, zero padding)")
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("grouped populations need plain convolutions (groups 1, zero padding "
+                             "given as numbers)")
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = weight, bias  # the population's live tensors, not copies
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
+        n_models, channels = len(self.weight), self.weight.shape[2]
+        if n_models > 1 and x.shape[1] == channels:
+            return self.shared_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=torch.channels_last), self.weight.flatten(0, 1),
-                        bias, self.stride, self.padding, self.dilation, groups=len(self.weight))
+                        bias, self.stride, self.padding, self.dilation, groups=n_models)
+
+    def shared_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All P models' convolutions of one input as one matrix product: patches [B*H'*W', C*k*k]
+        x filters [C*k*k, P*O], whose rows are already the channels_last output [B, H', W', P*O].
+        No copy of the input per model. Values agree with the grouped convolution of P copies to
+        float rounding, and a model's do not depend on P (tests/test_population.py)."""
+        batch, _, height, width = x.shape
+        kernel = self.weight.shape[-2:]
+        out_hw = [(size + 2 * pad - dil * (k - 1) - 1) // stride + 1 for size, pad, dil, k, stride
+                  in zip((height, width), self.padding, self.dilation, kernel, self.stride)]
+        patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride).transpose(1, 2)
+        filters = self.weight.flatten(0, 1).flatten(1).t()  # [C*k*k, P*O]
+        patches = patches.reshape(-1, len(filters))
+        out = patches @ filters if self.bias is None else \
+            torch.addmm(self.bias.flatten(), patches, filters)
+        return out.view(batch, *out_hw, -1).permute(0, 3, 1, 2)
 
 
 class GroupedLinear(nn.Module):
-    """P linear layers as one batched matmul: [B, P*in] or [B, P, in] -> [B, P, out]."""
+    """P linear layers as one batched matmul: [B, P*in], [B, P, in] or [B, in] (one input shared by
+    every model) -> [B, P, out]."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         self.weight, self.bias = weight, bias  # [P, out, in], [P, out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        per_model = x.reshape(len(x), len(self.weight), -1).transpose(0, 1)  # [P, B, in]
+        n_models, n_in = len(self.weight), self.weight.shape[2]
+        if n_models > 1 and x.dim() == 2 and x.shape[1] == n_in:  # shared: a view, not P copies
+            x = x.unsqueeze(1).expand(len(x), n_models, n_in)
+        per_model = x.reshape(len(x), n_models, -1).transpose(0, 1)  # [P, B, in]
         weight = self.weight.transpose(1, 2)
         out = torch.bmm(per_model, weight) if self.bias is None else \
             torch.baddbmm(self.bias.unsqueeze(1), per_model, weight)
@@ -105,7 +132,3 @@ def grouped_network(template: nn.Module, params: dict[str, torch.Tensor]) -> nn.
         network.set_submodule(name, grouped)
     return network
 
-
-def shared_inputs(x: torch.Tensor, n_models: int) -> torch.Tensor:
-    """One input batch [B, C, ...] seen by every model -> the population input [B, P*C, ...]."""
-    return x.repeat(1, n_models, *([1] * (x.dim() - 2)))

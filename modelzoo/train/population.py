@@ -30,7 +30,6 @@ from modelzoo.train.grouped import (
     GROUPED_ARCHITECTURES,
     grouped_network,
     to_population_arrangement,
-    shared_inputs,
 )
 from modelzoo.train.record import RunRecorder
 from modelzoo.train.single import (
@@ -355,7 +354,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
         @torch.no_grad()
         def forward_shared(x):
             network.eval()
-            return network(shared_inputs(x, n_models)).transpose(0, 1)
+            return network(x).transpose(0, 1)  # the first layer shares x among the models
 
         return train_step, forward_shared
 
