@@ -32,13 +32,15 @@ GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_
 class GroupedConv2d(nn.Module):
     """P convolutions as one: [B, P*C, H, W] -> [B, P*O, H', W'] with stacked weight [P, O, C, k, k]."""
 
-    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
+                 memory_format: torch.memory_format = torch.channels_last):
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("grouped populations need plain convolutions (groups 1, zero padding "
                              "given as numbers)")
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = weight, bias  # the population's live tensors, not copies
+        self.memory_format = memory_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
@@ -46,7 +48,7 @@ class GroupedConv2d(nn.Module):
         if n_models > 1 and x.shape[1] == channels:
             return self.shared_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
-        return F.conv2d(x.contiguous(memory_format=torch.channels_last), self.weight.flatten(0, 1),
+        return F.conv2d(x.contiguous(memory_format=self.memory_format), self.weight.flatten(0, 1),
                         bias, self.stride, self.padding, self.dilation, groups=n_models)
 
     def shared_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,8 @@ class GroupedConv2d(nn.Module):
         patches = patches.reshape(-1, len(filters))
         out = patches @ filters if self.bias is None else \
             torch.addmm(self.bias.flatten(), patches, filters)
-        return out.view(batch, *out_hw, -1).permute(0, 3, 1, 2)
+        return out.view(batch, *out_hw, -1).permute(0, 3, 1, 2).contiguous(
+            memory_format=self.memory_format)
 
 
 class GroupedLinear(nn.Module):
@@ -112,15 +115,19 @@ def to_population_arrangement(per_model: torch.Tensor, flat: bool) -> torch.Tens
     return moved.reshape(len(moved), -1, *moved.shape[3:]) if flat else moved
 
 
-def grouped_network(template: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
+def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
+                    memory_format: torch.memory_format = torch.channels_last) -> nn.Module:
     """A copy of ``template`` whose layers compute all P models in ``params`` ({name: [P, ...]}).
 
     The network holds ``params``' tensors themselves, so in-place optimiser updates reach it.
+    ``memory_format``: the conv activations' layout (channels_last, faster with oneDNN on the CPU;
+    ``benchmarks/bench_gpu.py`` times both on a GPU).
     """
     network = copy.deepcopy(template)
     for name, module in list(network.named_modules()):
         if isinstance(module, nn.Conv2d):
-            grouped = GroupedConv2d(module, params[f"{name}.weight"], params.get(f"{name}.bias"))
+            grouped = GroupedConv2d(module, params[f"{name}.weight"], params.get(f"{name}.bias"),
+                                    memory_format)
         elif isinstance(module, nn.Linear):
             grouped = GroupedLinear(params[f"{name}.weight"], params.get(f"{name}.bias"))
         elif isinstance(module, KeyedDropout):

@@ -326,21 +326,23 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
 
 
 def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
-                        dropout_p: torch.Tensor) -> tuple[Callable, Callable]:
+                        dropout_p: torch.Tensor,
+                        memory_format: torch.memory_format = torch.channels_last,
+                        ) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
     - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients [P, ...] (``params`` order) of each
       model's mean NLL on its own batch, dropout keyed per model at rates ``dropout_p`` [P];
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
-    Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd; the
-    others under ``torch.func.vmap`` over ``functional_call``.
+    Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd (conv
+    activations in ``memory_format``); the others under ``torch.func.vmap`` over ``functional_call``.
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
         # leaves share storage with ``params``, so in-place optimiser updates reach the network
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        network = grouped_network(template, leaves)
+        network = grouped_network(template, leaves, memory_format)
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
         def train_step(x, y, keys):
