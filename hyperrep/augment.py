@@ -132,24 +132,26 @@ class PermutationPlan:
 def random_erase(tokens: torch.Tensor, mask: torch.Tensor, p: float = 0.5,
                  scale: tuple[float, float] = (0.02, 0.33),
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """With probability p per sample, zero a contiguous block of 2-33 % of the (real) values."""
-    n = tokens.shape[0]
+    """With probability p per sample, zero a contiguous block of 2-33 % of the (real) values.
+    Drawn on the tokens' device (``generator`` must live there)."""
+    n, device = tokens.shape[0], tokens.device
     flat = tokens.reshape(n, -1).clone()
     length = flat.shape[1]
-    apply = torch.rand(n, generator=generator) < p
-    frac = torch.empty(n).uniform_(*scale, generator=generator)
+    apply = torch.rand(n, generator=generator, device=device) < p
+    frac = torch.empty(n, device=device).uniform_(*scale, generator=generator)
     sizes = (frac * length).long().clamp_min(1)
-    starts = (torch.rand(n, generator=generator) * (length - sizes + 1)).long()
-    pos = torch.arange(length)
+    starts = (torch.rand(n, generator=generator, device=device) * (length - sizes + 1)).long()
+    pos = torch.arange(length, device=device)
     erase = (pos >= starts[:, None]) & (pos < (starts + sizes)[:, None]) & apply[:, None]
-    flat = flat.masked_fill(erase.to(flat.device), 0.0)
+    flat = flat.masked_fill(erase, 0.0)
     return flat.view_as(tokens) * mask
 
 
 def add_noise(tokens: torch.Tensor, mask: torch.Tensor, sigma: float,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Additive Gaussian noise of std ``sigma`` on the real (unpadded) values."""
+    """Additive Gaussian noise of std ``sigma`` on the real (unpadded) values, drawn on the tokens'
+    device (``generator`` must live there)."""
     if sigma <= 0:
         return tokens
-    noise = torch.randn(tokens.shape, generator=generator).to(tokens.device)
+    noise = torch.randn(tokens.shape, generator=generator, device=tokens.device)
     return tokens + sigma * noise * mask

@@ -87,14 +87,23 @@ class ZooTokens:
 
 
 def make_views(flat: torch.Tensor, tokens: TokenMap, perms: torch.Tensor, cfg: TrainConfig,
-               generator: torch.Generator) -> torch.Tensor:
-    """One augmented view per sample: permute -> tokenise -> noise -> erase. [B, T, S]."""
+               generator: torch.Generator,
+               device_generator: torch.Generator | None = None) -> torch.Tensor:
+    """One augmented view per sample: permute -> tokenise -> noise -> erase. [B, T, S] on the
+    device of ``tokens``.
+
+    ``flat`` [B, P] and ``perms`` stay where they are (the host: a zoo's permutation pool can be
+    large) and the permutation is drawn from ``generator`` there; the permuted batch then moves
+    to ``tokens``' device, where noise and erasing are drawn from ``device_generator`` (default
+    ``generator``, whose device must then be that one).
+    """
     if len(perms):
         choice = torch.randint(len(perms), (len(flat),), generator=generator)
         flat = torch.gather(flat, 1, perms[choice])
-    view = tokenise(flat, tokens)
-    view = add_noise(view, tokens.mask, cfg.noise, generator)
-    return random_erase(view, tokens.mask, cfg.erase_p, generator=generator)
+    view = tokenise(flat.to(tokens.index.device, non_blocking=True), tokens)
+    device_generator = device_generator or generator
+    view = add_noise(view, tokens.mask, cfg.noise, device_generator)
+    return random_erase(view, tokens.mask, cfg.erase_p, generator=device_generator)
 
 
 def window_of(cfg: TrainConfig, tokens: TokenMap) -> int:

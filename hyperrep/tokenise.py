@@ -37,6 +37,10 @@ class TokenMap:
         """Layer index of each token [T]."""
         return self.positions[:, 1]
 
+    def to(self, device: torch.device | str) -> "TokenMap":
+        return TokenMap(self.index.to(device), self.mask.to(device), self.positions.to(device),
+                        self.layer_names)
+
 
 def module_rows(layout: Layout) -> "OrderedDict[str, list[torch.Tensor]]":
     """Per module (name prefix), the flat-vector indices of each of its rows, in layout order.

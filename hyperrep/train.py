@@ -13,27 +13,28 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from hyperrep.canonical import canonical_reference
 from hyperrep.config import TrainConfig
 from hyperrep.data import ZooTokens, make_views
+from hyperrep.tokenise import TokenMap
 from hyperrep.losses import combined_loss
 from hyperrep.model import build_autoencoder
 from modelzoo.errors import ZooError
 from modelzoo.zoo import open_zoo
 
 
-def _step_loss(model, flat, data: ZooTokens, perms, cfg, generator, device):
-    tokens = data.tokens
-    v1 = make_views(flat, tokens, perms, cfg, generator).to(device)
-    v2 = make_views(flat, tokens, perms, cfg, generator).to(device)
-    positions, mask = tokens.positions.to(device), tokens.mask.to(device)
+def _step_loss(model, flat, tokens: TokenMap, perms, cfg, generators, device):
+    """Loss of one batch ``flat`` [B, P] (on the host) and its two augmented views, built on the
+    model's ``device``. ``generators``: (host, device) generators, the same one on the CPU."""
+    v1 = make_views(flat, tokens, perms, cfg, *generators)
+    v2 = make_views(flat, tokens, perms, cfg, *generators)
+    positions, mask = tokens.positions, tokens.mask
     window = model.cfg.window
     if window and window < tokens.n_tokens:  # one random window per model, the same in both views
-        starts = torch.randint(tokens.n_tokens - window + 1, (len(flat),), generator=generator)
+        starts = torch.randint(tokens.n_tokens - window + 1, (len(flat),), generator=generators[0])
         index = (starts[:, None] + torch.arange(window)).to(device)  # [B, W]
         rows = torch.arange(len(flat), device=device)[:, None]
         v1, v2 = v1[rows, index], v2[rows, index]
@@ -123,25 +124,26 @@ def train(zoo_path: Path, run: Path, cfg: TrainConfig, device: str = "cpu",
         if cfg.schedule == "onecycle" else None
     if schedule is not None and checkpoint.exists():
         schedule.load_state_dict(state["schedule"])
+    tokens = data.tokens.to(device)  # views are tokenised, noised and erased on the device
     for epoch in range(start_epoch, cfg.epochs):
-        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_flat) * repeats, generator=generator) % len(train_flat)
+        generators = _generators(cfg.seed * 100_003 + epoch, device)
+        order = torch.randperm(len(train_flat) * repeats, generator=generators[0]) % len(train_flat)
         model.train()
-        totals = np.zeros(3)
+        totals = torch.zeros(3, dtype=torch.float64, device=device)  # summed without a host sync
         for step in range(steps):
             rows = order[step * batch:(step + 1) * batch]
-            loss, contrastive, mse = _step_loss(model, train_flat[rows], data, perms, cfg,
-                                                generator, device)
+            loss, contrastive, mse = _step_loss(model, train_flat[rows], tokens, perms, cfg,
+                                                generators, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
-            totals += [loss.item(), contrastive.item(), mse.item()]
-        record = {"epoch": epoch + 1, "loss": float(totals[0] / steps),
-                  "contrastive": float(totals[1] / steps),
-                  "mse": float(totals[2] / steps), "val_loss": evaluate_loss(model, val_flat, data, perms,
-                                                                      cfg, device)}
+            totals += torch.stack([loss.detach(), contrastive.detach(), mse.detach()]).double()
+        mean_loss, mean_contrastive, mean_mse = (totals / steps).tolist()
+        record = {"epoch": epoch + 1, "loss": mean_loss, "contrastive": mean_contrastive,
+                  "mse": mean_mse,
+                  "val_loss": evaluate_loss(model, val_flat, tokens, perms, cfg, device)}
         with open(run / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         tmp = run / ".checkpoint.pt.tmp"
@@ -179,15 +181,19 @@ def _check_permutation_memory(permutations: int, n_params: int) -> None:
                        f"{budget // (n_params * 8)} (or 0 with canonical: true)")
 
 
+def _generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(host, device) generators seeded with ``seed``; on the CPU one generator serves both."""
+    host = torch.Generator().manual_seed(seed)
+    return host, host if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
+
+
 @torch.no_grad()
-def evaluate_loss(model, flat, data: ZooTokens, perms, cfg: TrainConfig, device) -> float:
+def evaluate_loss(model, flat, tokens: TokenMap, perms, cfg: TrainConfig, device) -> float:
     """Loss on held-out samples with a fixed augmentation draw (comparable across epochs)."""
     if len(flat) < 2:
         return math.nan
     model.eval()
-    generator = torch.Generator().manual_seed(12345)
-    losses = []
-    for chunk in flat.split(max(2, cfg.batch_size)):
-        if len(chunk) >= 2:
-            losses.append(_step_loss(model, chunk, data, perms, cfg, generator, device)[0].item())
-    return float(np.mean(losses))
+    generators = _generators(12345, device)
+    losses = [_step_loss(model, chunk, tokens, perms, cfg, generators, device)[0]
+              for chunk in flat.split(max(2, cfg.batch_size)) if len(chunk) >= 2]
+    return float(torch.stack(losses).double().mean())

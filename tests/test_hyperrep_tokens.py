@@ -69,3 +69,26 @@ def test_permuted_resnet18_computes_the_same_function():
             permuted.load_state_dict(layout.unflatten(flat[index]), strict=False)
             assert not torch.equal(flat[index], flat)
             assert torch.allclose(permuted(x), reference, atol=1e-5)
+
+
+def test_views_draw_the_permutation_on_the_host_and_noise_and_erasing_where_the_tokens_are():
+    """``make_views``: the permutation comes from the host generator; noise and erasing from the
+    device generator (on a GPU, the views are built there); one generator on the CPU."""
+    from hyperrep.config import TrainConfig
+    from hyperrep.data import make_views
+
+    layout = Layout.of(create_model("cnn_s", in_channels=1))
+    tokens = build_token_map(layout)
+    flat = torch.randn(6, layout.size)
+    perms = PermutationPlan("cnn_s", layout).sample(4, torch.Generator().manual_seed(0))
+    plain = TrainConfig(noise=0.0, erase_p=0.0)
+
+    def view(cfg, host_seed, device_seed):
+        return make_views(flat, tokens, perms, cfg, torch.Generator().manual_seed(host_seed),
+                          torch.Generator().manual_seed(device_seed))
+
+    assert torch.equal(view(plain, 1, 1), view(plain, 1, 2))  # the permutation: host only
+    assert not torch.equal(view(plain, 1, 1), view(plain, 3, 1))
+    noisy = TrainConfig(noise=0.1, erase_p=1.0)
+    assert torch.equal(view(noisy, 1, 1), view(noisy, 1, 1))
+    assert not torch.equal(view(noisy, 1, 1), view(noisy, 1, 2))
