@@ -148,7 +148,7 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
             train_step, forward_shared = population_forwards(
                 "cnn_s", template, params, torch.zeros(models, device=DEVICE), memory_format)
 
-            def step():
+            def step(train_step=train_step):
                 optimizer.step(train_step(x[idx], y[idx], key), active)
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
@@ -159,7 +159,9 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         per_sample = activation_elements(template, splits["test"].x[:1])
         template.train()
         test = splits["test"]
-        forward_copies = lambda xb: forward_shared(xb.repeat(1, models, 1, 1))  # noqa: E731
+        def forward_copies(xb):
+            return forward_shared(xb.repeat(1, models, 1, 1))
+
         for label, forward in (("input read once", forward_shared), ("P copies", forward_copies)):
             forward(test.x[:2])  # warm-up
             sync()
@@ -248,9 +250,9 @@ def hyperrep_throughput(work: Path) -> dict[str, tuple[float, float]]:
     out = {}
     for mode in ("sane", "compression"):
         run = work / f"hyperrep-{mode}"
-        times = []
+        times: list[float] = []
         train(zoo_path, run, TrainConfig(epochs=3, mode=mode), DEVICE,
-              on_epoch=lambda epoch, record: times.append(time.perf_counter()))
+              on_epoch=lambda epoch, record, times=times: times.append(time.perf_counter()))
         model, config = load_run(run, DEVICE)
         n_train = len(config["splits"]["train"]) * len(config["zoo_epochs"])  # samples per epoch
         params = sum(p.numel() for p in model.parameters())

@@ -38,6 +38,7 @@ class TokenMap:
         return self.positions[:, 1]
 
     def to(self, device: torch.device | str) -> "TokenMap":
+        """The same map with its tensors on ``device``."""
         return TokenMap(self.index.to(device), self.mask.to(device), self.positions.to(device),
                         self.layer_names)
 

@@ -19,9 +19,9 @@ from safetensors.torch import load_file, save_file
 from hyperrep.canonical import canonical_reference
 from hyperrep.config import TrainConfig
 from hyperrep.data import ZooTokens, make_views
-from hyperrep.tokenise import TokenMap
 from hyperrep.losses import combined_loss
 from hyperrep.model import build_autoencoder
+from hyperrep.tokenise import TokenMap
 from modelzoo.errors import ZooError
 from modelzoo.zoo import open_zoo
 

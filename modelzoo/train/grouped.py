@@ -138,4 +138,3 @@ def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
             continue
         network.set_submodule(name, grouped)
     return network
-
