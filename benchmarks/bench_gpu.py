@@ -15,7 +15,8 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
 - population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
   CNN-s population mixing lr, init and dropout (tests/test_gpu.py holds the bounds);
 - ResNet-18 (the CIFAR-10 spec's training: SGD, OneCycle, crop + flip, batch 256, bf16 autocast,
-  channels_last): images/s and the fraction of the card's dense bf16 peak;
+  channels_last): images/s and the fraction of the card's dense bf16 peak, one model and four
+  trained at once on four CUDA streams;
 - ``hyperrep train`` on a CNN-s zoo: tokens/s and model FLOP utilisation (6 x params x tokens);
 - ``pytest tests/test_gpu.py`` (correctness on the GPU, every zoo kind with --device cuda).
 Prints one table last.
@@ -201,13 +202,19 @@ def population_drift() -> float:
                                   run.states, layout) for c, run in zip(configs, population))
 
 
-def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
-    """(images/s, TFLOP/s) of ResNet-18 training as ``train_model`` does it on the GPU."""
+def resnet18_throughput(models: int = 1, steps: int = 40) -> tuple[float, float]:
+    """(images/s, TFLOP/s) of ResNet-18 training as ``train_model`` does it on the GPU, for
+    ``models`` models trained at once, each in its own thread and CUDA stream (the "streams" way
+    of several models per step; measured here before ``zoo generate`` uses it)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+
     from torch.utils.flop_counter import FlopCounterMode
 
     from modelzoo.specs import parse_spec
     from modelzoo.train.single import (
         build_model,
+        exact_float32,
         make_optimizer,
         make_scheduler,
         mixed_precision,
@@ -216,26 +223,42 @@ def resnet18_throughput(steps: int = 40) -> tuple[float, float]:
     )
 
     spec = parse_spec(yaml.safe_load((ROOT / "zoo_specs/resnet18-cifar10-seed.yaml").read_text()))
-    config = spec.configs()[0]
+    configs = spec.configs()[:models]
     device = torch.device(DEVICE)
-    model = build_model("resnet18", spec.architecture.kwargs(), config).to(device)
-    mixed = mixed_precision(model, device)
-    model = model.to(memory_format=torch.channels_last)
-    batch = config.batch_size
+    batch = configs[0].batch_size
     x = torch.rand(batch * 8, 3, 32, 32, device=device)
     y = torch.randint(10, (batch * 8,), device=device)
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, steps)
-    batches = torch.randint(len(x), (steps, batch), device=device)
-    root = seed_roots([config.seed], device)
-    train_epoch(model, optimizer, scheduler, config, batches[:5], x, y, root, 0, mixed=mixed)
+
+    class Trainee:  # one model, its optimiser, schedule and stream
+        def __init__(self, config):
+            self.config = config
+            self.model = build_model("resnet18", spec.architecture.kwargs(), config).to(device)
+            self.mixed = mixed_precision(self.model, device)
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.optimizer = make_optimizer(self.model, config)
+            self.scheduler = make_scheduler(self.optimizer, config, steps)
+            self.batches = torch.randint(len(x), (steps, batch), device=device)
+            self.root = seed_roots([config.seed], device)
+            self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+        def train(self, batches, first_step):
+            with torch.cuda.stream(self.stream) if self.stream else nullcontext():
+                train_epoch(self.model, self.optimizer, self.scheduler, self.config, batches, x, y,
+                            self.root, first_step, mixed=self.mixed)
+            if self.stream:
+                self.stream.synchronize()
+
+    trainees = [Trainee(c) for c in configs]
     sync()
-    start = time.perf_counter()
-    train_epoch(model, optimizer, scheduler, config, batches, x, y, root, 5, mixed=mixed)
-    sync()
-    images_s = steps * batch / (time.perf_counter() - start)
+    with exact_float32(), ThreadPoolExecutor(models) as pool:  # TF32 set once for every thread
+        list(pool.map(lambda t: t.train(t.batches[:5], 0), trainees))  # warm-up
+        sync()
+        start = time.perf_counter()
+        list(pool.map(lambda t: t.train(t.batches, 5), trainees))
+        sync()
+    images_s = models * steps * batch / (time.perf_counter() - start)
     with FlopCounterMode(display=False) as counter:
-        loss = model(x[:batch]).mean()
+        loss = trainees[0].model(x[:batch]).mean()
         loss.backward()
     return images_s, counter.get_total_flops() / batch * images_s / 1e12
 
@@ -342,10 +365,12 @@ def main() -> None:
                          f"max |dw| / layer scale = {population_drift():.1e}"))
 
         def resnet():
-            images_s, tflops = resnet18_throughput()
-            share = f"{100 * tflops / peak:.1f}% of {peak:.0f}" if peak else "peak unknown"
-            rows.append(("ResNet-18 CIFAR-10 training (bf16)",
-                         f"{images_s:,.0f} images/s, {tflops:.0f} TFLOP/s = {share} TFLOP/s"))
+            for models in (1, 4):
+                images_s, tflops = resnet18_throughput(models)
+                share = f"{100 * tflops / peak:.1f}% of {peak:.0f}" if peak else "peak unknown"
+                label = "one model" if models == 1 else f"{models} models on {models} streams"
+                rows.append((f"ResNet-18 CIFAR-10 training (bf16), {label}",
+                             f"{images_s:,.0f} images/s, {tflops:.0f} TFLOP/s = {share} TFLOP/s"))
 
         def hyperrep():
             for mode, (tokens_s, tflops) in hyperrep_throughput(work).items():
