@@ -19,6 +19,7 @@ import torch
 
 from modelzoo.data import create_dataset
 from modelzoo.data.registry import Split
+from modelzoo.runtime import keep_freed_memory
 from modelzoo.specs import TrainingConfig
 from modelzoo.train.population import auto_population_size, train_population_groups
 from modelzoo.train.single import train_model
@@ -45,6 +46,7 @@ def bench_data(arch: str, train_images: int | None):
 
 
 def main() -> None:
+    keep_freed_memory()  # as the CLI does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="cnn_s", choices=sorted(ARCHITECTURES))
     parser.add_argument("--models", type=int, default=64, help="models in the population run")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import DEVICE_HELP, check_choice, progress_bar, resolve_device, user_errors
+from modelzoo.runtime import keep_freed_memory
 
 app = typer.Typer(help="Hyper-representations: learn from the weights of a model zoo.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -141,6 +142,7 @@ def sample(run: Path = typer.Argument(..., help="run directory"),
 
 
 def main() -> None:
+    keep_freed_memory()
     app()
 
 

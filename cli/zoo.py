@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cli.common import DEVICE_HELP, check_choice, progress_bar, resolve_device, user_errors
 from modelzoo.errors import ZooError
+from modelzoo.runtime import keep_freed_memory
 
 app = typer.Typer(help="Generate, inspect and validate model zoos.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -243,6 +244,7 @@ def import_(path: Path = typer.Argument(..., help="the published zoo's folder"),
 
 
 def main() -> None:
+    keep_freed_memory()
     app()
 
 

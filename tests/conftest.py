@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from modelzoo.generate import generate
+from modelzoo.runtime import keep_freed_memory
 from modelzoo.specs import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
+keep_freed_memory()  # the malloc settings the command-line tools run with
 
 
 def tetris_spec(**overrides) -> dict:

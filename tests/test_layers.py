@@ -12,7 +12,7 @@ PACKAGES = ("modelzoo", "hyperrep", "cli")
 
 # lowest first; a module may import its own layer or lower ones, never a higher one
 LAYERS = [
-    ("modelzoo.errors",),
+    ("modelzoo.errors", "modelzoo.runtime"),
     ("modelzoo.archive", "modelzoo.randomness"),
     ("modelzoo.models", "modelzoo.data"),
     ("modelzoo.specs",),
