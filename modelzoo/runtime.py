@@ -25,5 +25,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO)) and \
-        bool(mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE))
+    heap = mallopt(M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO)  # 0 where glibc refuses the value
+    kept = mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE)
+    return bool(heap and kept)
