@@ -25,6 +25,7 @@ from pathlib import Path
 from modelzoo.archive import ArchiveWriter, ModelRun
 from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
+from modelzoo.runtime import keep_freed_memory
 from modelzoo.specs import ZooSpec, parse_spec
 from modelzoo.train import train_configs
 
@@ -51,6 +52,7 @@ def train_shard(spec_json: dict, start: int, stop: int, data: DataSplits, device
 
     trace_attempt(trace, "begin", start, stop)
     torch.set_num_threads(threads)
+    keep_freed_memory()  # a worker process, set up as the CLI sets up its own
     spec = parse_spec(spec_json)
     runs = train_configs(spec, spec.configs()[start:stop], data, device, population_size,
                          first=start)
