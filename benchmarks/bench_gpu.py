@@ -165,6 +165,7 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         per_sample = activation_elements(template, splits["test"].x[:1])
         template.train()
         test = splits["test"]
+
         def forward_copies(xb):
             return forward_shared(xb.repeat(1, models, 1, 1))
 
