@@ -148,10 +148,11 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         return 1000 * (time.perf_counter() - start) / steps
 
     out = {}
+    evaluations = {}  # layout: forward_shared
     with exact_float32():
         for layout, memory_format in (("channels_last", torch.channels_last),
                                       ("NCHW", torch.contiguous_format)):
-            train_step, forward_shared = population_forwards(
+            train_step, evaluations[layout] = population_forwards(
                 "cnn_s", template, params, torch.zeros(models, device=DEVICE), memory_format)
 
             def step(train_step=train_step):
@@ -159,8 +160,7 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
             out[f"ms per training step ({layout}, CUDA graph)"] = ms_per_step(graphed)
-        train_step, forward_shared = population_forwards(
-            "cnn_s", template, params, torch.zeros(models, device=DEVICE))
+        forward_shared = evaluations["channels_last"]  # as zoo generate evaluates
         template.eval()
         per_sample = activation_elements(template, splits["test"].x[:1])
         template.train()

@@ -101,7 +101,8 @@ def make_views(flat: torch.Tensor, tokens: TokenMap, perms: torch.Tensor, cfg: T
         choice = torch.randint(len(perms), (len(flat),), generator=generator)
         flat = torch.gather(flat, 1, perms[choice])
     view = tokenise(flat.to(tokens.index.device, non_blocking=True), tokens)
-    device_generator = device_generator or generator
+    if device_generator is None:
+        device_generator = generator
     view = add_noise(view, tokens.mask, cfg.noise, device_generator)
     return random_erase(view, tokens.mask, cfg.erase_p, generator=device_generator)
 

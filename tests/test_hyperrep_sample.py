@@ -244,8 +244,9 @@ def test_sampling_a_batchnorm_zoo_recalibrates_its_statistics(tmp_path):
                        factors={"seed": {"range": [1, 8]}})
     zoo = generate(parse_spec(spec), tmp_path / "zoo")
     run = tmp_path / "run"
-    train(zoo, run, TrainConfig(mode="compression", epochs=2, canonical=True, permutations=0, d_model=32, heads=2,
-                                encoder_blocks=1, decoder_blocks=1, latent=16, batch_size=4))
+    train(zoo, run, TrainConfig(mode="compression", epochs=2, canonical=True, permutations=0,
+                                d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
+                                latent=16, batch_size=4))
     out = tmp_path / "samples"
     sample(run, zoo, out, SampleConfig.of(n=2, samplers=("kde-anchor",), finetune_epochs=0))
     assert validate_archive(out) == []

@@ -48,8 +48,8 @@ def test_sane_defaults_apply_only_to_unset_keys():
             cfg.erase_p) == (None, 128, "adamw", "onecycle", True, 0.0)
     assert TrainConfig(mode="sane", token_size=32).token_size == 32
     compression = TrainConfig(mode="compression")
-    assert (compression.optimizer, compression.token_size, compression.pooling) == ("adam", 64,
-                                                                                 "mean")
+    assert (compression.optimizer, compression.token_size,
+            compression.pooling) == ("adam", 64, "mean")
     # the defaults chosen on validation (BENCHMARKS.md): SANE mode read out with S(W) of the
     # token latents
     assert TrainConfig() == TrainConfig(mode="sane", pooling="layer-stats")

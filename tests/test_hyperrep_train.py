@@ -14,8 +14,8 @@ from modelzoo.specs import parse_spec
 from modelzoo.train.losses import nt_xent
 from tests.conftest import ROOT, run_cli, tetris_spec
 
-SMALL = dict(mode="compression", epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1, decoder_blocks=1,
-             latent=16, proj_dim=8, permutations=50, lr=1e-3)
+SMALL = dict(mode="compression", epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1,
+             decoder_blocks=1, latent=16, proj_dim=8, permutations=50, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
