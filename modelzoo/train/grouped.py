@@ -115,14 +115,20 @@ def to_population_arrangement(per_model: torch.Tensor, flat: bool) -> torch.Tens
     return moved.reshape(len(moved), -1, *moved.shape[3:]) if flat else moved
 
 
+def conv_layout(device: torch.device) -> torch.memory_format:
+    """The faster layout of grouped conv activations on ``device``: channels_last for oneDNN on the
+    CPU, NCHW for cuDNN on a GPU (both measured in BENCHMARKS.md)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
-                    memory_format: torch.memory_format = torch.channels_last) -> nn.Module:
+                    memory_format: torch.memory_format | None = None) -> nn.Module:
     """A copy of ``template`` whose layers compute all P models in ``params`` ({name: [P, ...]}).
 
     The network holds ``params``' tensors themselves, so in-place optimiser updates reach it.
-    ``memory_format``: the conv activations' layout (channels_last, faster with oneDNN on the CPU;
-    ``benchmarks/bench_gpu.py`` times both on a GPU).
+    ``memory_format``: the conv activations' layout (default: ``conv_layout`` of the params' device).
     """
+    memory_format = memory_format or conv_layout(next(iter(params.values())).device)
     network = copy.deepcopy(template)
     for name, module in list(network.named_modules()):
         if isinstance(module, nn.Conv2d):

@@ -327,7 +327,7 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
 
 def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
                         dropout_p: torch.Tensor,
-                        memory_format: torch.memory_format = torch.channels_last,
+                        memory_format: torch.memory_format | None = None,
                         ) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
@@ -336,7 +336,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
     Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd (conv
-    activations in ``memory_format``); the others under ``torch.func.vmap`` over ``functional_call``.
+    activations in ``memory_format``, by default the device's faster one); the others under ``torch.func.vmap`` over ``functional_call``.
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
