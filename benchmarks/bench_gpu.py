@@ -1,7 +1,7 @@
 """GPU benchmark: one command, no download, under 8 minutes on one H100 / H200.
 
     python -m benchmarks.bench_gpu [--models 1000] [--epochs 1] [--alone 2] [--tests EXPR] [--deadline 460]
-                                   [--sections profile,drift,tests,resnet18,hyperrep,alone,generate]
+                                   [--sections profile,drift,tests,resnet18,hyperrep,alone,generate,kernels]
 
 Every section at once takes more than 8 minutes with 1,000 models (the 1-epoch ``zoo generate``
 alone is about 4 minutes on an H200): ``--sections`` splits the work between two calls.
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda"  # --device
 # dense bf16 tensor-core peaks (vendor datasheets, TFLOP/s)
 BF16_PEAK = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0}
-SECTIONS = ("profile", "drift", "tests", "resnet18", "hyperrep", "alone", "generate")
+SECTIONS = ("profile", "drift", "tests", "resnet18", "hyperrep", "alone", "generate", "kernels")
 
 
 def sync() -> None:
@@ -186,7 +186,9 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     return out
 
 
-def population_drift() -> float:
+def population_drift() -> list[float]:
+    """Per model of a 32-model CNN-s population (lr x init x dropout): max |w_pop - w_alone| /
+    layer scale after 2 epochs on the GPU."""
     from modelzoo.archive.layout import Layout
     from modelzoo.data import create_dataset
     from modelzoo.specs import TrainingConfig
@@ -199,14 +201,18 @@ def population_drift() -> float:
     configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
     layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
     population = train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
-    return max(max_relative_drift(train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE).states,
-                                  run.states, layout) for c, run in zip(configs, population))
+    return [max_relative_drift(train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE).states,
+                               run.states, layout) for c, run in zip(configs, population)]
 
 
-def resnet18_throughput(models: int = 1, steps: int = 40) -> tuple[float, float]:
-    """(images/s, TFLOP/s) of ResNet-18 training as ``train_model`` does it on the GPU, for
-    ``models`` models trained at once, each in its own thread and CUDA stream (the "streams" way
-    of several models per step; measured here before ``zoo generate`` uses it)."""
+def resnet18_throughput(models: int = 1, steps: int = 40, compiled: bool = False,
+                        cudnn_benchmark: bool = False) -> tuple[float, float, float]:
+    """(images/s, TFLOP/s, GPU busy fraction) of ResNet-18 training as ``train_model`` does it on
+    the GPU, for ``models`` models trained at once, each in its own thread and CUDA stream (the
+    "streams" way of several models per step; measured here before ``zoo generate`` uses it).
+    ``compiled``: the model under ``torch.compile``; ``cudnn_benchmark``: cuDNN picks its
+    algorithms by timing them. The busy fraction (kernel time / wall time of a profiled epoch)
+    says whether the host's launches or the GPU's kernels are the limit (one model only)."""
     from concurrent.futures import ThreadPoolExecutor
     from contextlib import nullcontext
 
@@ -236,7 +242,9 @@ def resnet18_throughput(models: int = 1, steps: int = 40) -> tuple[float, float]
             self.model = build_model("resnet18", spec.architecture.kwargs(), config).to(device)
             self.mixed = mixed_precision(self.model, device)
             self.model = self.model.to(memory_format=torch.channels_last)
-            self.optimizer = make_optimizer(self.model, config)
+            self.optimizer = make_optimizer(self.model, config)  # on the uncompiled parameters
+            if compiled:
+                self.model = torch.compile(self.model)
             self.scheduler = make_scheduler(self.optimizer, config, steps)
             self.batches = torch.randint(len(x), (steps, batch), device=device)
             self.root = seed_roots([config.seed], device)
@@ -251,17 +259,74 @@ def resnet18_throughput(models: int = 1, steps: int = 40) -> tuple[float, float]
 
     trainees = [Trainee(c) for c in configs]
     sync()
-    with exact_float32(), ThreadPoolExecutor(models) as pool:  # TF32 set once for every thread
-        list(pool.map(lambda t: t.train(t.batches[:5], 0), trainees))  # warm-up
-        sync()
-        start = time.perf_counter()
-        list(pool.map(lambda t: t.train(t.batches, 5), trainees))
-        sync()
-    images_s = models * steps * batch / (time.perf_counter() - start)
+    saved_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        with exact_float32(), ThreadPoolExecutor(models) as pool:  # TF32 set once for every thread
+            list(pool.map(lambda t: t.train(t.batches[:5], 0), trainees))  # warm-up
+            sync()
+            start = time.perf_counter()
+            list(pool.map(lambda t: t.train(t.batches, 5), trainees))
+            sync()
+            images_s = models * steps * batch / (time.perf_counter() - start)
+            busy = gpu_busy_fraction(lambda: trainees[0].train(trainees[0].batches, 5)) \
+                if models == 1 else float("nan")
+    finally:
+        torch.backends.cudnn.benchmark = saved_benchmark
     with FlopCounterMode(display=False) as counter:
-        loss = trainees[0].model(x[:batch]).mean()
+        loss = getattr(trainees[0].model, "_orig_mod", trainees[0].model)(x[:batch]).mean()
         loss.backward()
-    return images_s, counter.get_total_flops() / batch * images_s / 1e12
+    return images_s, counter.get_total_flops() / batch * images_s / 1e12, busy
+
+
+def gpu_busy_fraction(fn) -> float:
+    """Sum of the device's kernel times over the wall time of ``fn()`` (nan without CUDA)."""
+    if not DEVICE.startswith("cuda"):
+        return float("nan")
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        fn()
+        sync()
+        wall = time.perf_counter() - start
+    kernels = sum(e.self_device_time_total for e in prof.key_averages()) / 1e6  # us -> s
+    return kernels / wall
+
+
+def population_kernels(models: int, steps: int = 5) -> str:
+    """The CUDA kernels of a ``models``-CNN-s population training step on batches of 10
+    (eager, the device's default layout), by total time: where the step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from modelzoo.specs import TrainingConfig
+    from modelzoo.train.population import PopulationOptimizer, population_forwards
+    from modelzoo.train.single import build_model, exact_float32
+
+    configs = [TrainingConfig(seed=s, epochs=1, batch_size=10, activation="tanh")
+               for s in range(models)]
+    models_ = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
+    params = {n: torch.stack([m.state_dict()[n] for m in models_]).to(DEVICE)
+              for n in models_[0].state_dict()}
+    optimizer = PopulationOptimizer(params, configs)
+    train_step, _ = population_forwards("cnn_s", models_[0].to(DEVICE), params,
+                                        torch.zeros(models, device=DEVICE))
+    x = torch.randn(models, 10, 1, 28, 28, device=DEVICE)
+    y = torch.randint(10, (models, 10), device=DEVICE)
+    key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
+    active = torch.ones(models, dtype=torch.bool, device=DEVICE)
+    with exact_float32():
+        for _ in range(2):
+            optimizer.step(train_step(x, y, key), active)  # warm-up
+        sync()
+        activities = [ProfilerActivity.CUDA if DEVICE.startswith("cuda") else ProfilerActivity.CPU]
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                optimizer.step(train_step(x, y, key), active)
+            sync()
+    sort = "self_device_time_total" if DEVICE.startswith("cuda") else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=70)
 
 
 def hyperrep_throughput(work: Path) -> dict[str, tuple[float, float]]:
@@ -362,16 +427,27 @@ def main() -> None:
             rows.append(("MNIST-Seed 1000 x 50 epochs (extrapolated)", f"{full / 60:.1f} min"))
 
         def drift():
-            rows.append(("GPU population vs alone, 2 epochs (32 models)",
-                         f"max |dw| / layer scale = {population_drift():.1e}"))
+            for run in (1, 2):  # twice: are GPU runs repeatable?
+                drifts = np.array(population_drift())
+                rows.append((f"GPU population vs alone, 2 epochs (32 models), run {run}",
+                             f"max |dw| / layer scale = {drifts.max():.1e} (model "
+                             f"{drifts.argmax()}); {(drifts > 1e-4).sum()} of 32 above 1e-4"))
 
         def resnet():
-            for models in (1, 4):
-                images_s, tflops = resnet18_throughput(models)
+            variants = (("one model", dict(models=1)),
+                        ("one model, cudnn.benchmark", dict(models=1, cudnn_benchmark=True)),
+                        ("one model, torch.compile", dict(models=1, compiled=True)),
+                        ("4 models on 4 streams", dict(models=4)))
+            for label, kwargs in variants:
+                images_s, tflops, busy = resnet18_throughput(**kwargs)
                 share = f"{100 * tflops / peak:.1f}% of {peak:.0f}" if peak else "peak unknown"
-                label = "one model" if models == 1 else f"{models} models on {models} streams"
+                busy_text = "" if np.isnan(busy) else f", GPU busy {100 * busy:.0f}%"
                 rows.append((f"ResNet-18 CIFAR-10 training (bf16), {label}",
-                             f"{images_s:,.0f} images/s, {tflops:.0f} TFLOP/s = {share} TFLOP/s"))
+                             f"{images_s:,.0f} images/s, {tflops:.0f} TFLOP/s = {share} TFLOP/s"
+                             f"{busy_text}"))
+
+        def kernels():
+            print(population_kernels(args.models), flush=True)
 
         def hyperrep():
             for mode, (tokens_s, tflops) in hyperrep_throughput(work).items():
@@ -396,7 +472,8 @@ def main() -> None:
                          "+ one evaluation per epoch)", f"{minutes:.0f} min"))
 
         measurements = {"profile": profile, "drift": drift, "tests": tests, "resnet18": resnet,
-                        "hyperrep": hyperrep, "alone": one_at_a_time, "generate": zoo_generate}
+                        "hyperrep": hyperrep, "alone": one_at_a_time, "generate": zoo_generate,
+                        "kernels": kernels}
         for name_ in SECTIONS:
             if name_ in chosen:
                 section(name_, measurements[name_])
