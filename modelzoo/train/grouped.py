@@ -2,7 +2,7 @@
 
 The architecture's own ``forward`` runs unchanged on population arrangements of activations:
 
-- conv activations: [B, P*C, H, W], channels model-major, channels_last in memory. Each ``Conv2d``
+- conv activations: [B, P*C, H, W], channels model-major, in ``conv_layout``'s memory format. Each ``Conv2d``
   becomes one convolution with ``groups=P`` over its stacked weights [P, O, C, k, k].
 - after a ``Linear``: [B, P, F]. Each ``Linear`` becomes one batched matmul over [P, out, in]; its
   input may also be a flattened conv activation [B, P*F] (``flatten(1)`` keeps models apart).
