@@ -110,7 +110,8 @@ def alone_rate(root: Path, n: int) -> float:
 
 def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, float]:
     """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (a
-    replayed CUDA graph) with conv activations channels_last and NCHW, seconds per evaluation of
+    replayed CUDA graph) with conv activations channels_last and NCHW, and with the training
+    convolutions as unfolded patches x batched matmul (``unfold``), seconds per evaluation of
     the test split with the input read once (as ``zoo generate`` evaluates) and as P copies (as
     before), and seconds per evaluation of all splits."""
     from modelzoo.train import load_data
@@ -150,17 +151,21 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     out = {}
     evaluations = {}  # layout: forward_shared
     with exact_float32():
-        for layout, memory_format in (("channels_last", torch.channels_last),
-                                      ("NCHW", torch.contiguous_format)):
+        for layout, memory_format, unfold in (
+                ("channels_last", torch.channels_last, False),
+                ("NCHW", torch.contiguous_format, False),
+                ("NCHW, convolutions as unfold + bmm", torch.contiguous_format, True)):
             train_step, evaluations[layout] = population_forwards(
-                "cnn_s", template, params, torch.zeros(models, device=DEVICE), memory_format)
+                "cnn_s", template, params, torch.zeros(models, device=DEVICE), memory_format,
+                unfold)
 
             def step(train_step=train_step):
                 optimizer.step(train_step(x[idx], y[idx], key), active)
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
             out[f"ms per training step ({layout}, CUDA graph)"] = ms_per_step(graphed)
-        forward_shared = evaluations["channels_last"]  # as zoo generate evaluates
+        forward_shared = evaluations[  # as zoo generate evaluates (conv_layout)
+            "NCHW" if DEVICE.startswith("cuda") else "channels_last"]
         template.eval()
         per_sample = activation_elements(template, splits["test"].x[:1])
         template.train()
@@ -295,9 +300,10 @@ def gpu_busy_fraction(fn) -> float:
     return kernels / wall
 
 
-def population_kernels(models: int, steps: int = 5) -> str:
+def population_kernels(models: int, steps: int = 5, unfold: bool = False) -> str:
     """The CUDA kernels of a ``models``-CNN-s population training step on batches of 10
-    (eager, the device's default layout), by total time: where the step's time goes."""
+    (eager, the device's default layout; ``unfold``: convolutions as patches x batched matmul),
+    by total time: where the step's time goes."""
     from torch.profiler import ProfilerActivity, profile
 
     from modelzoo.specs import TrainingConfig
@@ -311,7 +317,7 @@ def population_kernels(models: int, steps: int = 5) -> str:
               for n in models_[0].state_dict()}
     optimizer = PopulationOptimizer(params, configs)
     train_step, _ = population_forwards("cnn_s", models_[0].to(DEVICE), params,
-                                        torch.zeros(models, device=DEVICE))
+                                        torch.zeros(models, device=DEVICE), unfold=unfold)
     x = torch.randn(models, 10, 1, 28, 28, device=DEVICE)
     y = torch.randint(10, (models, 10), device=DEVICE)
     key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
@@ -447,7 +453,9 @@ def main() -> None:
                              f"{busy_text}"))
 
         def kernels():
-            print(population_kernels(args.models), flush=True)
+            for unfold in (False, True):
+                print(f"population step kernels, unfold={unfold}:", flush=True)
+                print(population_kernels(args.models, unfold=unfold), flush=True)
 
         def hyperrep():
             for mode, (tokens_s, tflops) in hyperrep_throughput(work).items():

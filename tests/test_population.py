@@ -170,3 +170,33 @@ def test_shared_input(arch, kwargs, shape):
     torch.testing.assert_close(shared, alone, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared, population_output(32, copies=True), rtol=0, atol=1e-6)
     assert torch.equal(population_output(16), shared[:, :16])
+
+
+@pytest.mark.parametrize("arch, kwargs, shape", [
+    ("cnn_s", {"in_channels": 1}, (1, 28, 28)),
+    ("unterthiner_cnn", {"in_channels": 1}, (1, 28, 28)),
+    ("unterthiner_cnn", {"in_channels": 1, "padding": "same"}, (1, 28, 28)),
+    ("cnn_l", {"in_channels": 3}, (3, 32, 32)),
+])
+def test_unfolded_training_convolutions(arch, kwargs, shape):
+    """Training convolutions as patches x one batched matmul (``unfold=True``, a GPU option)
+    compute the grouped convolutions' outputs and weight gradients to float rounding."""
+    n_models = 6
+    models = [build_model(arch, kwargs, TrainingConfig(seed=s, activation="tanh"))
+              for s in range(n_models)]
+    x = torch.randn(4, n_models * shape[0], *shape[1:])
+
+    def outputs_and_grads(unfold):
+        params = {k: torch.stack([m.state_dict()[k] for m in models]).requires_grad_(True)
+                  for k in models[0].state_dict()}
+        network = grouped_network(models[0], params, unfold=unfold).train()
+        out = network(x)  # [B, P, classes]
+        grads = torch.autograd.grad(out.square().sum(), list(params.values()))
+        return out, grads
+
+    out, grads = outputs_and_grads(False)
+    out_unfolded, grads_unfolded = outputs_and_grads(True)
+    assert out.shape == (4, n_models, out.shape[-1])
+    torch.testing.assert_close(out_unfolded, out, rtol=0, atol=1e-5)
+    for grad, unfolded in zip(grads, grads_unfolded, strict=True):
+        torch.testing.assert_close(unfolded, grad, rtol=1e-4, atol=1e-4 * float(grad.abs().max()))

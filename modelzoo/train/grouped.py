@@ -2,8 +2,8 @@
 
 The architecture's own ``forward`` runs unchanged on population arrangements of activations:
 
-- conv activations: [B, P*C, H, W], channels model-major, in ``conv_layout``'s memory format. Each ``Conv2d``
-  becomes one convolution with ``groups=P`` over its stacked weights [P, O, C, k, k].
+- conv activations: [B, P*C, H, W], channels model-major, in ``conv_layout``'s memory format.
+  Each ``Conv2d`` becomes one convolution with ``groups=P`` over stacked weights [P, O, C, k, k].
 - after a ``Linear``: [B, P, F]. Each ``Linear`` becomes one batched matmul over [P, out, in]; its
   input may also be a flattened conv activation [B, P*F] (``flatten(1)`` keeps models apart).
 - keyed dropout draws each model's mask exactly as ``KeyedDropout`` draws it for the model alone.
@@ -33,7 +33,7 @@ class GroupedConv2d(nn.Module):
     """P convolutions as one: [B, P*C, H, W] -> [B, P*O, H', W'] with stacked weight [P, O, C, k, k]."""
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
-                 memory_format: torch.memory_format = torch.channels_last):
+                 memory_format: torch.memory_format = torch.channels_last, unfold: bool = False):
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("grouped populations need plain convolutions (groups 1, zero padding "
@@ -41,12 +41,21 @@ class GroupedConv2d(nn.Module):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = weight, bias  # the population's live tensors, not copies
         self.memory_format = memory_format
+        self.unfold = unfold  # training as unfolded patches x one batched matmul (unfold_forward)
+
+    def out_size(self, height: int, width: int) -> list[int]:
+        """[H', W'] of the convolution of a [.., height, width] input."""
+        return [(size + 2 * pad - dil * (k - 1) - 1) // stride + 1 for size, pad, dil, k, stride
+                in zip((height, width), self.padding, self.dilation, self.weight.shape[-2:],
+                       self.stride)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
         n_models, channels = len(self.weight), self.weight.shape[2]
         if n_models > 1 and x.shape[1] == channels:
             return self.shared_forward(x)
+        if self.unfold and self.training:
+            return self.unfold_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=self.memory_format), self.weight.flatten(0, 1),
                         bias, self.stride, self.padding, self.dilation, groups=n_models)
@@ -58,8 +67,7 @@ class GroupedConv2d(nn.Module):
         float rounding, and a model's do not depend on P (tests/test_population.py)."""
         batch, _, height, width = x.shape
         kernel = self.weight.shape[-2:]
-        out_hw = [(size + 2 * pad - dil * (k - 1) - 1) // stride + 1 for size, pad, dil, k, stride
-                  in zip((height, width), self.padding, self.dilation, kernel, self.stride)]
+        out_hw = self.out_size(height, width)
         patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride).transpose(1, 2)
         filters = self.weight.flatten(0, 1).flatten(1).t()  # [C*k*k, P*O]
         patches = patches.reshape(-1, len(filters))
@@ -67,6 +75,24 @@ class GroupedConv2d(nn.Module):
             torch.addmm(self.bias.flatten(), patches, filters)
         return out.view(batch, *out_hw, -1).permute(0, 3, 1, 2).contiguous(
             memory_format=self.memory_format)
+
+    def unfold_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, P*C, H, W] -> [B, P*O, H', W'] as every model's patches [P, C*k*k, B*H'*W'] times its
+        filters [P, O, C*k*k] in one batched matmul, so that forward and backward are a few
+        launches for all P models (cuDNN runs small groups one at a time on a GPU). The patches
+        take k*k times the input's memory: meant for training batches, not evaluation."""
+        n_models, out_channels = self.weight.shape[:2]
+        batch, _, height, width = x.shape
+        out_hw = self.out_size(height, width)
+        patches = F.unfold(x, self.weight.shape[-2:], self.dilation, self.padding, self.stride)
+        patches = patches.view(batch, n_models, -1, patches.shape[-1]).permute(1, 2, 0, 3) \
+            .flatten(2)  # [P, C*k*k, B*H'*W']
+        filters = self.weight.flatten(2)  # [P, O, C*k*k]
+        out = torch.bmm(filters, patches) if self.bias is None else \
+            torch.baddbmm(self.bias.unsqueeze(2), filters, patches)  # [P, O, B*H'*W']
+        return out.view(n_models, out_channels, batch, *out_hw).permute(2, 0, 1, 3, 4) \
+            .reshape(batch, n_models * out_channels, *out_hw).contiguous(
+                memory_format=self.memory_format)
 
 
 class GroupedLinear(nn.Module):
@@ -122,18 +148,21 @@ def conv_layout(device: torch.device) -> torch.memory_format:
 
 
 def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
-                    memory_format: torch.memory_format | None = None) -> nn.Module:
+                    memory_format: torch.memory_format | None = None,
+                    unfold: bool = False) -> nn.Module:
     """A copy of ``template`` whose layers compute all P models in ``params`` ({name: [P, ...]}).
 
     The network holds ``params``' tensors themselves, so in-place optimiser updates reach it.
-    ``memory_format``: the conv activations' layout (default: ``conv_layout`` of the params' device).
+    ``memory_format``: the conv activations' layout (default: ``conv_layout`` of their device).
+    ``unfold``: training convolutions as patches x one batched matmul
+    (``GroupedConv2d.unfold_forward``; ``benchmarks/bench_gpu.py`` times it on a GPU).
     """
     memory_format = memory_format or conv_layout(next(iter(params.values())).device)
     network = copy.deepcopy(template)
     for name, module in list(network.named_modules()):
         if isinstance(module, nn.Conv2d):
             grouped = GroupedConv2d(module, params[f"{name}.weight"], params.get(f"{name}.bias"),
-                                    memory_format)
+                                    memory_format, unfold)
         elif isinstance(module, nn.Linear):
             grouped = GroupedLinear(params[f"{name}.weight"], params.get(f"{name}.bias"))
         elif isinstance(module, KeyedDropout):

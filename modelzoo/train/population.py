@@ -327,7 +327,7 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
 
 def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
                         dropout_p: torch.Tensor,
-                        memory_format: torch.memory_format | None = None,
+                        memory_format: torch.memory_format | None = None, unfold: bool = False,
                         ) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
@@ -336,13 +336,15 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
     Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd (conv
-    activations in ``memory_format``, by default the device's faster one); the others under ``torch.func.vmap`` over ``functional_call``.
+    activations in ``memory_format``, by default the device's faster one; ``unfold``: training
+    convolutions as patches x batched matmul, see ``grouped_network``); the others under
+    ``torch.func.vmap`` over ``functional_call``.
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
         # leaves share storage with ``params``, so in-place optimiser updates reach the network
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        network = grouped_network(template, leaves, memory_format)
+        network = grouped_network(template, leaves, memory_format, unfold)
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
         def train_step(x, y, keys):
