@@ -1,24 +1,29 @@
 """GPU benchmark: one command, no download, under 8 minutes on one H100 / H200.
 
-    python -m benchmarks.bench_gpu [--models 1000] [--epochs 1] [--alone 2] [--tests EXPR] [--deadline 460]
-                                   [--sections profile,drift,tests,resnet18,hyperrep,alone,generate,kernels]
+    python -m benchmarks.bench_gpu [--models 1000] [--epochs 1] [--alone 2] [--tests EXPR]
+        [--deadline 460] [--sections profile,drift,tests,resnet18,hyperrep,alone,generate,kernels]
 
 Every section at once takes more than 8 minutes with 1,000 models (the 1-epoch ``zoo generate``
-alone is about 4 minutes on an H200): ``--sections`` splits the work between two calls.
+alone is about 2 minutes on an H200): ``--sections`` splits the work between calls.
 
 Writes MNIST-shaped IDX files itself (60k train + 10k test 28x28 images: scikit-learn digits
 scaled up, shifted and noised), then measures, each in the same process or a child of it:
+- profile: a ``--models`` CNN-s population's training step (a replayed CUDA graph) in each conv
+  layout and with the convolutions unfolded, and its evaluation (input read once or copied);
 - one at a time: ``train_model`` of MNIST-Seed configs on that data, model-epochs/s;
 - ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 0 and
   ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
   seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
 - population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
-  CNN-s population mixing lr, init and dropout (tests/test_gpu.py holds the bounds);
+  CNN-s population mixing lr, init and dropout, twice (tests/test_gpu.py holds the bounds);
 - ResNet-18 (the CIFAR-10 spec's training: SGD, OneCycle, crop + flip, batch 256, bf16 autocast,
-  channels_last): images/s and the fraction of the card's dense bf16 peak, one model and four
-  trained at once on four CUDA streams;
+  channels_last): images/s, the fraction of the card's dense bf16 peak and how busy the GPU is;
+  one model eager, with cudnn.benchmark, under torch.compile (default and reduce-overhead), and
+  four trained at once on four CUDA streams;
 - ``hyperrep train`` on a CNN-s zoo: tokens/s and model FLOP utilisation (6 x params x tokens);
-- ``pytest tests/test_gpu.py`` (correctness on the GPU, every zoo kind with --device cuda).
+- ``pytest tests/test_gpu.py`` (correctness on the GPU, every zoo kind with --device cuda);
+- kernels: the population's training step (grouped and unfolded) and evaluation under the
+  profiler, kernels by time.
 Prints one table last.
 """
 
@@ -112,8 +117,8 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (a
     replayed CUDA graph) with conv activations channels_last and NCHW, and with the training
     convolutions as unfolded patches x batched matmul (``unfold``), seconds per evaluation of
-    the test split with the input read once (as ``zoo generate`` evaluates) and as P copies (as
-    before), and seconds per evaluation of all splits."""
+    the test split with the input read once (as ``zoo generate`` evaluates), as P copies (as
+    before) and unfolded, and seconds per evaluation of all splits."""
     from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
     from modelzoo.train.population import (
@@ -174,11 +179,16 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         def forward_copies(xb):
             return forward_shared(xb.repeat(1, models, 1, 1))
 
-        for label, forward in (("input read once", forward_shared), ("P copies", forward_copies)):
+        unfolded = evaluations["NCHW, convolutions as unfold + bmm"]
+        for label, forward, elements in (
+                ("input read once", forward_shared, per_sample),
+                ("P copies", forward_copies, per_sample),
+                # conv2's patches and their batched copy: about 10x the activations
+                ("input read once, later convolutions unfolded", unfolded, 10 * per_sample)):
             forward(test.x[:2])  # warm-up
             sync()
             start = time.perf_counter()
-            evaluate_population(forward, models, test, per_sample)
+            evaluate_population(forward, models, test, elements)
             sync()
             out[f"s per evaluation of the test split (10k images, {label})"] = \
                 time.perf_counter() - start
@@ -210,12 +220,13 @@ def population_drift() -> list[float]:
                                run.states, layout) for c, run in zip(configs, population)]
 
 
-def resnet18_throughput(models: int = 1, steps: int = 40, compiled: bool = False,
+def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None = None,
                         cudnn_benchmark: bool = False) -> tuple[float, float, float]:
     """(images/s, TFLOP/s, GPU busy fraction) of ResNet-18 training as ``train_model`` does it on
     the GPU, for ``models`` models trained at once, each in its own thread and CUDA stream (the
     "streams" way of several models per step; measured here before ``zoo generate`` uses it).
-    ``compiled``: the model under ``torch.compile``; ``cudnn_benchmark``: cuDNN picks its
+    ``compiled``: the model under ``torch.compile`` in this mode ("default", or "reduce-overhead":
+    forward and backward replayed as CUDA graphs); ``cudnn_benchmark``: cuDNN picks its
     algorithms by timing them. The busy fraction (kernel time / wall time of a profiled epoch)
     says whether the host's launches or the GPU's kernels are the limit (one model only)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -249,7 +260,7 @@ def resnet18_throughput(models: int = 1, steps: int = 40, compiled: bool = False
             self.model = self.model.to(memory_format=torch.channels_last)
             self.optimizer = make_optimizer(self.model, config)  # on the uncompiled parameters
             if compiled:
-                self.model = torch.compile(self.model)
+                self.model = torch.compile(self.model, mode=compiled)
             self.scheduler = make_scheduler(self.optimizer, config, steps)
             self.batches = torch.randint(len(x), (steps, batch), device=device)
             self.root = seed_roots([config.seed], device)
@@ -300,14 +311,21 @@ def gpu_busy_fraction(fn) -> float:
     return kernels / wall
 
 
-def population_kernels(models: int, steps: int = 5, unfold: bool = False) -> str:
-    """The CUDA kernels of a ``models``-CNN-s population training step on batches of 10
-    (eager, the device's default layout; ``unfold``: convolutions as patches x batched matmul),
-    by total time: where the step's time goes."""
+def population_kernels(models: int, part: str, steps: int = 5) -> str:
+    """The kernels of a ``models``-CNN-s population by total time (the device's default layout):
+    ``part`` "step" (``steps`` eager training steps on batches of 10), "step-unfold" (the same with
+    the convolutions as patches x batched matmul) or "evaluation" (10k images, as ``zoo
+    generate`` evaluates a split)."""
     from torch.profiler import ProfilerActivity, profile
 
+    from modelzoo.data import Split
     from modelzoo.specs import TrainingConfig
-    from modelzoo.train.population import PopulationOptimizer, population_forwards
+    from modelzoo.train.population import (
+        PopulationOptimizer,
+        activation_elements,
+        evaluate_population,
+        population_forwards,
+    )
     from modelzoo.train.single import build_model, exact_float32
 
     configs = [TrainingConfig(seed=s, epochs=1, batch_size=10, activation="tanh")
@@ -315,21 +333,33 @@ def population_kernels(models: int, steps: int = 5, unfold: bool = False) -> str
     models_ = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
     params = {n: torch.stack([m.state_dict()[n] for m in models_]).to(DEVICE)
               for n in models_[0].state_dict()}
+    template = models_[0].to(DEVICE)
     optimizer = PopulationOptimizer(params, configs)
-    train_step, _ = population_forwards("cnn_s", models_[0].to(DEVICE), params,
-                                        torch.zeros(models, device=DEVICE), unfold=unfold)
+    train_step, forward_shared = population_forwards(
+        "cnn_s", template, params, torch.zeros(models, device=DEVICE), unfold=part == "step-unfold")
     x = torch.randn(models, 10, 1, 28, 28, device=DEVICE)
     y = torch.randint(10, (models, 10), device=DEVICE)
     key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
     active = torch.ones(models, dtype=torch.bool, device=DEVICE)
+    split = Split(torch.randn(10_000, 1, 28, 28, device=DEVICE),
+                  torch.randint(10, (10_000,), device=DEVICE))
+    template.eval()
+    per_sample = activation_elements(template, split.x[:1])
+
+    def run():
+        if part == "evaluation":
+            evaluate_population(forward_shared, models, split, per_sample)
+        else:
+            optimizer.step(train_step(x, y, key), active)
+
     with exact_float32():
         for _ in range(2):
-            optimizer.step(train_step(x, y, key), active)  # warm-up
+            run()  # warm-up
         sync()
         activities = [ProfilerActivity.CUDA if DEVICE.startswith("cuda") else ProfilerActivity.CPU]
         with profile(activities=activities) as prof:
-            for _ in range(steps):
-                optimizer.step(train_step(x, y, key), active)
+            for _ in range(1 if part == "evaluation" else steps):
+                run()
             sync()
     sort = "self_device_time_total" if DEVICE.startswith("cuda") else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=70)
@@ -442,7 +472,9 @@ def main() -> None:
         def resnet():
             variants = (("one model", dict(models=1)),
                         ("one model, cudnn.benchmark", dict(models=1, cudnn_benchmark=True)),
-                        ("one model, torch.compile", dict(models=1, compiled=True)),
+                        ("one model, torch.compile", dict(models=1, compiled="default")),
+                        ("one model, torch.compile reduce-overhead (CUDA graphs)",
+                         dict(models=1, compiled="reduce-overhead")),
                         ("4 models on 4 streams", dict(models=4)))
             for label, kwargs in variants:
                 images_s, tflops, busy = resnet18_throughput(**kwargs)
@@ -453,9 +485,9 @@ def main() -> None:
                              f"{busy_text}"))
 
         def kernels():
-            for unfold in (False, True):
-                print(f"population step kernels, unfold={unfold}:", flush=True)
-                print(population_kernels(args.models, unfold=unfold), flush=True)
+            for part in ("step", "step-unfold", "evaluation"):
+                print(f"population of {args.models}, kernels of the {part}:", flush=True)
+                print(population_kernels(args.models, part), flush=True)
 
         def hyperrep():
             for mode, (tokens_s, tflops) in hyperrep_throughput(work).items():
@@ -465,7 +497,8 @@ def main() -> None:
 
         def tests():
             done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "tests/test_gpu.py", "-k", args.tests], cwd=ROOT, capture_output=True, text=True)
+                                   "tests/test_gpu.py", "-k", args.tests], cwd=ROOT,
+                                  capture_output=True, text=True)
             print(done.stdout[-3000:], done.stderr[-2000:])
             rows.append(("tests/test_gpu.py", done.stdout.strip().splitlines()[-1]))
 

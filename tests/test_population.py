@@ -179,8 +179,8 @@ def test_shared_input(arch, kwargs, shape):
     ("cnn_l", {"in_channels": 3}, (3, 32, 32)),
 ])
 def test_unfolded_training_convolutions(arch, kwargs, shape):
-    """Training convolutions as patches x one batched matmul (``unfold=True``, a GPU option)
-    compute the grouped convolutions' outputs and weight gradients to float rounding."""
+    """Convolutions as patches x one batched matmul (``unfold=True``, a GPU option) compute the
+    grouped convolutions' outputs and weight gradients to float rounding."""
     n_models = 6
     models = [build_model(arch, kwargs, TrainingConfig(seed=s, activation="tanh"))
               for s in range(n_models)]
@@ -192,11 +192,14 @@ def test_unfolded_training_convolutions(arch, kwargs, shape):
         network = grouped_network(models[0], params, unfold=unfold).train()
         out = network(x)  # [B, P, classes]
         grads = torch.autograd.grad(out.square().sum(), list(params.values()))
-        return out, grads
+        with torch.no_grad():
+            evaluated = network.eval()(x)
+        return out, grads, evaluated
 
-    out, grads = outputs_and_grads(False)
-    out_unfolded, grads_unfolded = outputs_and_grads(True)
+    out, grads, evaluated = outputs_and_grads(False)
+    out_unfolded, grads_unfolded, evaluated_unfolded = outputs_and_grads(True)
     assert out.shape == (4, n_models, out.shape[-1])
     torch.testing.assert_close(out_unfolded, out, rtol=0, atol=1e-5)
+    torch.testing.assert_close(evaluated_unfolded, evaluated, rtol=0, atol=1e-5)
     for grad, unfolded in zip(grads, grads_unfolded, strict=True):
         torch.testing.assert_close(unfolded, grad, rtol=1e-4, atol=1e-4 * float(grad.abs().max()))

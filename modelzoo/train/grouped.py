@@ -41,7 +41,7 @@ class GroupedConv2d(nn.Module):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = weight, bias  # the population's live tensors, not copies
         self.memory_format = memory_format
-        self.unfold = unfold  # training as unfolded patches x one batched matmul (unfold_forward)
+        self.unfold = unfold  # per-model inputs as unfolded patches x batched matmul
 
     def out_size(self, height: int, width: int) -> list[int]:
         """[H', W'] of the convolution of a [.., height, width] input."""
@@ -54,7 +54,7 @@ class GroupedConv2d(nn.Module):
         n_models, channels = len(self.weight), self.weight.shape[2]
         if n_models > 1 and x.shape[1] == channels:
             return self.shared_forward(x)
-        if self.unfold and self.training:
+        if self.unfold:
             return self.unfold_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=self.memory_format), self.weight.flatten(0, 1),
@@ -80,7 +80,7 @@ class GroupedConv2d(nn.Module):
         """[B, P*C, H, W] -> [B, P*O, H', W'] as every model's patches [P, C*k*k, B*H'*W'] times its
         filters [P, O, C*k*k] in one batched matmul, so that forward and backward are a few
         launches for all P models (cuDNN runs small groups one at a time on a GPU). The patches
-        take k*k times the input's memory: meant for training batches, not evaluation."""
+        take up to k*k times the input's memory."""
         n_models, out_channels = self.weight.shape[:2]
         batch, _, height, width = x.shape
         out_hw = self.out_size(height, width)
@@ -154,7 +154,7 @@ def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
 
     The network holds ``params``' tensors themselves, so in-place optimiser updates reach it.
     ``memory_format``: the conv activations' layout (default: ``conv_layout`` of their device).
-    ``unfold``: training convolutions as patches x one batched matmul
+    ``unfold``: convolutions of per-model inputs as patches x one batched matmul
     (``GroupedConv2d.unfold_forward``; ``benchmarks/bench_gpu.py`` times it on a GPU).
     """
     memory_format = memory_format or conv_layout(next(iter(params.values())).device)

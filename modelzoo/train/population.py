@@ -336,7 +336,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
     Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd (conv
-    activations in ``memory_format``, by default the device's faster one; ``unfold``: training
+    activations in ``memory_format``, by default the device's faster one; ``unfold``: per-model
     convolutions as patches x batched matmul, see ``grouped_network``); the others under
     ``torch.func.vmap`` over ``functional_call``.
     """
