@@ -140,11 +140,19 @@ class PopulationOptimizer:
                                    .repeat_interleave(p[0].numel()) for p in params.values()])
         as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
         self.lr = as_tensor([c.lr for c in configs])
-        self.wd = as_tensor([c.weight_decay for c in configs]).float()[self.model_of]
-        self.momentum = as_tensor([c.momentum for c in configs]).float()[self.model_of]
+        dtype = self.flat.dtype  # float32 in zoos (float64 in some tests)
+        self.wd = as_tensor([c.weight_decay for c in configs]).to(dtype)[self.model_of]
+        self.momentum = as_tensor([c.momentum for c in configs]).to(dtype)[self.model_of]
         self.steps = torch.zeros(n_models, dtype=torch.float64, device=device)
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat) if self.kind == "adam" else None
+
+    @torch.no_grad()
+    def set_hyperparameters(self, lr: torch.Tensor, momentum: torch.Tensor) -> None:
+        """Per-model learning rate and momentum [P] (device tensors) for the next steps: a
+        schedule. In place, so a CUDA graph may capture it."""
+        self.lr.copy_(lr)
+        self.momentum.copy_(momentum.to(self.flat.dtype)[self.model_of])
 
     def state(self) -> list[torch.Tensor]:
         """Every tensor the optimiser updates (for snapshots around CUDA-graph warm-up)."""
@@ -162,8 +170,8 @@ class PopulationOptimizer:
             beta1, beta2 = ADAM_BETAS
             steps = self.steps.clamp_min(1)
             # Adam's bias corrections in float64, as torch.optim computes them in Python floats
-            step_size = (-self.lr / (1 - beta1 ** steps)).float()[self.model_of]
-            bias2_sqrt = ((1 - beta2 ** steps) ** 0.5).float()[self.model_of]
+            step_size = (-self.lr / (1 - beta1 ** steps)).to(p.dtype)[self.model_of]
+            bias2_sqrt = ((1 - beta2 ** steps) ** 0.5).to(p.dtype)[self.model_of]
             m = torch.lerp(self.m, g, 1 - beta1)
             v = (self.v * beta2).addcmul_(g, g, value=1 - beta2)
             new_p = p + (step_size * m) / ((v.sqrt() / bias2_sqrt) + ADAM_EPS)
@@ -171,7 +179,7 @@ class PopulationOptimizer:
         else:  # SGD: the momentum buffer starts as the first gradient
             first = (self.steps <= 1)[self.model_of]
             m = torch.where(first, g, self.m * self.momentum + g)
-            new_p = p + (-self.lr).float()[self.model_of] * m
+            new_p = p + (-self.lr).to(p.dtype)[self.model_of] * m
         self.m.copy_(torch.where(mask, m, self.m))
         p.copy_(torch.where(mask, new_p, p))
 

@@ -1,0 +1,113 @@
+"""One model's training step replayed as a CUDA graph: the one-at-a-time path without the host.
+
+Eager, a ResNet-18 step on an H200 is bound by the host's kernel launches (BENCHMARKS.md: the GPU
+is busy under a third of the time, and four models on four threads and streams train no faster
+than one). ``GraphedTrainer`` trains what ``train_epoch`` trains (the same batches, keys,
+augmentation and autocast, and torch.optim's update arithmetic to float rounding) with every
+per-step input on the device:
+- the batch indices, the step's key and its index into the schedule are copied into static
+  tensors before each step;
+- the learning rate and momentum of every step are tables, computed once by torch's own scheduler;
+- the update is ``PopulationOptimizer``'s (one flat buffer, in place) for a population of one.
+On a GPU the step is captured once and replayed; elsewhere it runs eagerly, which is how the tests
+compare it with ``train_epoch``.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from modelzoo.models import ZooModel
+from modelzoo.specs import TrainingConfig
+from modelzoo.train.population import PopulationOptimizer, capture_step
+from modelzoo.train.single import (
+    apply_mask,
+    augment_batch,
+    autocast,
+    make_optimizer,
+    make_scheduler,
+    step_keys,
+)
+
+
+def schedule_tables(config: TrainingConfig, steps_per_epoch: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learning rate and momentum of every step of the run (float64 [epochs * steps_per_epoch]),
+    as ``make_optimizer`` and ``make_scheduler`` set them (Adam's momentum is its beta1)."""
+    probe = torch.nn.Linear(1, 1)
+    optimizer = make_optimizer(probe, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    group = optimizer.param_groups[0]
+    lr, momentum = [], []
+    for _ in range(config.epochs * steps_per_epoch):
+        lr.append(group["lr"])
+        momentum.append(group["momentum"] if "momentum" in group else group["betas"][0])
+        if scheduler is not None:
+            optimizer.step()  # no gradients: changes nothing, keeps the scheduler's order check
+            scheduler.step()
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
+    return as_tensor(lr), as_tensor(momentum)
+
+
+class GraphedTrainer:
+    """Trains ``model`` (on the device of ``x``) one step per replay; ``train_epoch`` takes the
+    place of ``modelzoo.train.single.train_epoch`` for this model and config.
+
+    ``x`` [N, ...], ``y`` [N]: the training split on the device; ``root``: the model's root key
+    int64 [1]; ``keep``: 0/1 masks by state name (pruned fine-tuning); ``mixed``: bf16 autocast and
+    channels_last input; ``capture``: replay a CUDA graph (default: on a GPU). The model's
+    parameters become views of the optimiser's flat buffer.
+    """
+
+    def __init__(self, model: ZooModel, config: TrainingConfig, x: torch.Tensor, y: torch.Tensor,
+                 root: torch.Tensor, steps_per_epoch: int,
+                 keep: dict[str, torch.Tensor] | None = None, mixed: bool = False,
+                 capture: bool | None = None):
+        if config.optimizer == "adam" and config.schedule != "constant":
+            raise ValueError("graphed training takes Adam with a constant learning rate only "
+                             "(a schedule would cycle its beta1)")
+        device = x.device
+        self.model, self.config, self.keep, self.mixed = model, config, keep, mixed
+        self.x, self.y, self.root = x, y, root
+        params = {name: p.detach().unsqueeze(0) for name, p in model.named_parameters()}
+        self.optimizer = PopulationOptimizer(params, [config])  # rebinds params to its buffer
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.data = params[name][0]
+        self.leaves = list(model.parameters())
+        self.lr, self.momentum = schedule_tables(config, steps_per_epoch, device)
+        # what one step reads: overwritten in place before each step (the graph's static inputs)
+        self.idx = torch.zeros(config.batch_size, dtype=torch.int64, device=device)
+        self.key = torch.zeros((), dtype=torch.int64, device=device)
+        self.at = torch.zeros((), dtype=torch.int64, device=device)
+        self.active = torch.ones(1, dtype=torch.bool, device=device)
+        self.replay = self._step
+        if (device.type == "cuda" if capture is None else capture) and len(self.lr):
+            state = self.optimizer.state() + list(model.buffers())
+            self.replay = capture_step(self._step, state)
+
+    def _step(self) -> None:
+        self.model.train()
+        xb, yb = self.x[self.idx], self.y[self.idx]
+        if self.config.augment:
+            xb = augment_batch(xb, self.key, self.config.augment)
+        if self.mixed:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(self.mixed):
+            loss = F.nll_loss(self.model(xb, dropout_key=self.key).float(), yb)
+        grads = torch.autograd.grad(loss, self.leaves)
+        self.optimizer.set_hyperparameters(self.lr[self.at].view(1),
+                                           self.momentum[self.at].view(1))
+        self.optimizer.step(grads, self.active)
+        if self.keep is not None:
+            apply_mask(self.model, self.keep)
+
+    def train_epoch(self, batches: torch.Tensor, first_step: int) -> None:
+        """One epoch over ``batches`` (int64 [steps, batch] indices into x); step i is global step
+        ``first_step + i`` (its key and its place in the schedule)."""
+        at = torch.arange(first_step, first_step + len(batches), device=self.x.device)
+        keys = step_keys(self.root, at)  # [steps]
+        for i, idx in enumerate(batches):
+            self.idx.copy_(idx, non_blocking=True)
+            self.key.copy_(keys[i], non_blocking=True)
+            self.at.copy_(at[i], non_blocking=True)
+            self.replay()
