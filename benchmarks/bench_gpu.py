@@ -18,8 +18,8 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
   CNN-s population mixing lr, init and dropout, twice (tests/test_gpu.py holds the bounds);
 - ResNet-18 (the CIFAR-10 spec's training: SGD, OneCycle, crop + flip, batch 256, bf16 autocast,
   channels_last): images/s, the fraction of the card's dense bf16 peak and how busy the GPU is;
-  one model eager, with cudnn.benchmark, under torch.compile (default and reduce-overhead), and
-  four trained at once on four CUDA streams;
+  one model eager, with cudnn.benchmark, under torch.compile (default and reduce-overhead), with
+  the whole step as one CUDA graph, and four trained at once on four CUDA streams (eager, graphed);
 - ``hyperrep train`` on a CNN-s zoo: tokens/s and model FLOP utilisation (6 x params x tokens);
 - ``pytest tests/test_gpu.py`` (correctness on the GPU, every zoo kind with --device cuda);
 - kernels: the population's training step (grouped and unfolded) and evaluation under the
@@ -221,12 +221,14 @@ def population_drift() -> list[float]:
 
 
 def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None = None,
-                        cudnn_benchmark: bool = False) -> tuple[float, float, float]:
+                        cudnn_benchmark: bool = False,
+                        graphed: bool = False) -> tuple[float, float, float]:
     """(images/s, TFLOP/s, GPU busy fraction) of ResNet-18 training as ``train_model`` does it on
     the GPU, for ``models`` models trained at once, each in its own thread and CUDA stream (the
     "streams" way of several models per step; measured here before ``zoo generate`` uses it).
     ``compiled``: the model under ``torch.compile`` in this mode ("default", or "reduce-overhead":
-    forward and backward replayed as CUDA graphs); ``cudnn_benchmark``: cuDNN picks its
+    forward and backward replayed as CUDA graphs); ``graphed``: the whole step (with the update)
+    one CUDA graph (``GraphedTrainer``); ``cudnn_benchmark``: cuDNN picks its
     algorithms by timing them. The busy fraction (kernel time / wall time of a profiled epoch)
     says whether the host's launches or the GPU's kernels are the limit (one model only)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -235,6 +237,7 @@ def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None =
     from torch.utils.flop_counter import FlopCounterMode
 
     from modelzoo.specs import parse_spec
+    from modelzoo.train.graphed import GraphedTrainer
     from modelzoo.train.single import (
         build_model,
         exact_float32,
@@ -265,11 +268,16 @@ def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None =
             self.batches = torch.randint(len(x), (steps, batch), device=device)
             self.root = seed_roots([config.seed], device)
             self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+            self.graphed = GraphedTrainer(self.model, config, x, y, self.root, steps,
+                                          mixed=self.mixed) if graphed else None
 
         def train(self, batches, first_step):
             with torch.cuda.stream(self.stream) if self.stream else nullcontext():
-                train_epoch(self.model, self.optimizer, self.scheduler, self.config, batches, x, y,
-                            self.root, first_step, mixed=self.mixed)
+                if self.graphed:
+                    self.graphed.train_epoch(batches, first_step)
+                else:
+                    train_epoch(self.model, self.optimizer, self.scheduler, self.config, batches,
+                                x, y, self.root, first_step, mixed=self.mixed)
             if self.stream:
                 self.stream.synchronize()
 
@@ -475,6 +483,10 @@ def main() -> None:
                         ("one model, torch.compile", dict(models=1, compiled="default")),
                         ("one model, torch.compile reduce-overhead (CUDA graphs)",
                          dict(models=1, compiled="reduce-overhead")),
+                        ("one model, whole step one CUDA graph (GraphedTrainer)",
+                         dict(models=1, graphed=True)),
+                        ("4 models on 4 streams, each step one CUDA graph",
+                         dict(models=4, graphed=True)),
                         ("4 models on 4 streams", dict(models=4)))
             for label, kwargs in variants:
                 images_s, tflops, busy = resnet18_throughput(**kwargs)

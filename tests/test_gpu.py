@@ -112,3 +112,37 @@ def test_sparsify_and_hyperrep_on_cuda(tmp_path):
     for step in steps:
         done = run_cli(*step)
         assert done.returncode == 0, (step[:2], done.stderr[-2000:])
+
+
+@pytest.mark.parametrize("arch", ["cnn_s", "resnet18"])
+def test_graphed_trainer_replays_its_eager_steps(arch):
+    """The captured step (one CUDA graph replay) trains what the same steps run eagerly train:
+    Adam for CNN-s, SGD + OneCycle + crop/flip + BatchNorm (+ bf16 autocast) for ResNet-18."""
+    from modelzoo.train.graphed import GraphedTrainer
+    from modelzoo.train.single import mixed_precision, seed_roots
+
+    kwargs, shape, options = {
+        "cnn_s": ({"in_channels": 1}, (1, 28, 28), dict(lr=1e-3, dropout=0.3)),
+        "resnet18": ({"in_channels": 1}, (1, 16, 16),
+                     dict(optimizer="sgd", lr=1e-3, schedule="onecycle",
+                          augment=["crop", "flip"], weight_decay=5e-4)),
+    }[arch]
+    config = TrainingConfig(seed=3, epochs=2, activation="relu", batch_size=32, **options)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, *shape, generator=generator).cuda()
+    y = torch.randint(10, (256,), generator=generator).cuda()
+    batches = torch.randperm(256, generator=generator).view(8, 32).cuda()
+    states = []
+    for capture in (False, True):
+        model = build_model(arch, kwargs, config).cuda()
+        mixed = mixed_precision(model, x.device)
+        if mixed:
+            model = model.to(memory_format=torch.channels_last)
+        trainer = GraphedTrainer(model, config, x, y, seed_roots([3], "cuda"), 4, mixed=mixed,
+                                 capture=capture)
+        for epoch in range(2):
+            trainer.train_epoch(batches[4 * epoch:4 * epoch + 4], 4 * epoch)
+        states.append({k: v.float().cpu() for k, v in model.state_dict().items()})
+    for name, eager in states[0].items():
+        scale = float(eager.abs().max()) or 1.0
+        assert float((states[1][name] - eager).abs().max()) <= 1e-4 * scale, name

@@ -59,6 +59,29 @@ def test_graphed_trainer_equals_train_epoch(arch):
     assert moved > len(expected) // 2  # the runs trained
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_channels_last_weights_keep_their_layout():
+    """Under ``mixed`` (bf16 autocast on a GPU) conv weights stay channels_last in the flat
+    buffer and train as in ``train_epoch`` (here on the CPU, where the autocast is inert)."""
+    config = TrainingConfig(seed=1, epochs=1, optimizer="sgd", lr=0.01, batch_size=8)
+    x, y = torch.randn(32, 1, 8, 8).contiguous(memory_format=torch.channels_last), \
+        torch.randint(10, (32,))
+    batches = torch.arange(32).view(4, 8)
+    root = seed_roots([1])
+    models = [build_model("resnet18", {"in_channels": 1}, config).double()
+              .to(memory_format=torch.channels_last) for _ in range(2)]
+    optimizer = make_optimizer(models[0], config)
+    train_epoch(models[0], optimizer, None, config, batches, x.double(), y, root, 0, mixed=True)
+    trainer = GraphedTrainer(models[1], config, x.double(), y, root, 4, mixed=True)
+    trainer.train_epoch(batches, 0)
+    weight = models[1].conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert weight.data_ptr() == trainer.optimizer.flat.data_ptr()  # a view of the flat buffer
+    for name, value in models[0].state_dict().items():
+        scale = float(value.abs().max()) or 1.0
+        assert float((models[1].state_dict()[name] - value).abs().max()) <= 1e-9 * scale, name
+
+
 def test_schedule_tables_follow_torch_scheduler():
     config = TrainingConfig(seed=0, epochs=3, optimizer="sgd", lr=0.1, schedule="onecycle")
     lr, momentum = schedule_tables(config, 5, torch.device("cpu"))

@@ -44,8 +44,8 @@ def schedule_tables(config: TrainingConfig, steps_per_epoch: int,
         if scheduler is not None:
             optimizer.step()  # no gradients: changes nothing, keeps the scheduler's order check
             scheduler.step()
-    as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
-    return as_tensor(lr), as_tensor(momentum)
+    return (torch.tensor(lr, dtype=torch.float64, device=device),
+            torch.tensor(momentum, dtype=torch.float64, device=device))
 
 
 class GraphedTrainer:
@@ -68,11 +68,14 @@ class GraphedTrainer:
         device = x.device
         self.model, self.config, self.keep, self.mixed = model, config, keep, mixed
         self.x, self.y, self.root = x, y, root
-        params = {name: p.detach().unsqueeze(0) for name, p in model.named_parameters()}
+        # conv weights stay channels_last under ``mixed``: the flat buffer holds them [O, H, W, C]
+        self.nhwc = [mixed and p.dim() == 4 for p in model.parameters()]
+        params = {name: (p.detach().permute(0, 2, 3, 1) if nhwc else p.detach()).unsqueeze(0)
+                  for (name, p), nhwc in zip(model.named_parameters(), self.nhwc)}
         self.optimizer = PopulationOptimizer(params, [config])  # rebinds params to its buffer
         with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.data = params[name][0]
+            for (name, p), nhwc in zip(model.named_parameters(), self.nhwc):
+                p.data = params[name][0].permute(0, 3, 1, 2) if nhwc else params[name][0]
         self.leaves = list(model.parameters())
         self.lr, self.momentum = schedule_tables(config, steps_per_epoch, device)
         # what one step reads: overwritten in place before each step (the graph's static inputs)
@@ -94,7 +97,8 @@ class GraphedTrainer:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(self.mixed):
             loss = F.nll_loss(self.model(xb, dropout_key=self.key).float(), yb)
-        grads = torch.autograd.grad(loss, self.leaves)
+        grads = [g.permute(0, 2, 3, 1) if nhwc else g  # in the flat buffer's order
+                 for g, nhwc in zip(torch.autograd.grad(loss, self.leaves), self.nhwc)]
         self.optimizer.set_hyperparameters(self.lr[self.at].view(1),
                                            self.momentum[self.at].view(1))
         self.optimizer.step(grads, self.active)
