@@ -81,7 +81,7 @@ class GraphedTrainer:
         # what one step reads: overwritten in place before each step (the graph's static inputs)
         self.idx = torch.zeros(config.batch_size, dtype=torch.int64, device=device)
         self.key = torch.zeros((), dtype=torch.int64, device=device)
-        self.at = torch.zeros((), dtype=torch.int64, device=device)
+        self.at = torch.zeros(1, dtype=torch.int64, device=device)  # 1-d: indexing stays on device
         self.active = torch.ones(1, dtype=torch.bool, device=device)
         self.replay = self._step
         if (device.type == "cuda" if capture is None else capture) and len(self.lr):
@@ -99,8 +99,7 @@ class GraphedTrainer:
             loss = F.nll_loss(self.model(xb, dropout_key=self.key).float(), yb)
         grads = [g.permute(0, 2, 3, 1) if nhwc else g  # in the flat buffer's order
                  for g, nhwc in zip(torch.autograd.grad(loss, self.leaves), self.nhwc)]
-        self.optimizer.set_hyperparameters(self.lr[self.at].view(1),
-                                           self.momentum[self.at].view(1))
+        self.optimizer.set_hyperparameters(self.lr[self.at], self.momentum[self.at])
         self.optimizer.step(grads, self.active)
         if self.keep is not None:
             apply_mask(self.model, self.keep)
