@@ -71,21 +71,28 @@ def test_ray_archive_equals_local_even_when_a_worker_dies(local_zoo, tmp_path, m
     trace = tmp_path / "attempts.jsonl"
     monkeypatch.setenv("MODELZOO_RAY_TRACE", str(trace))
     killed = []
+    finished = threading.Event()
 
-    def kill_one_worker():
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            pids = shard_workers()
-            if pids:
-                time.sleep(0.3)  # let it get into the shard
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
+    def kill_one_worker():  # a worker whose shard has begun (traced) and not yet ended
+        while not finished.is_set() and not killed:
+            try:
+                tried = attempts(trace) if trace.exists() else []
+            except ValueError:  # a line being written
+                tried = []
+            running = set(shard_workers())
+            inside = [a["pid"] for a in tried if a["end"] is None and a["pid"] in running]
+            if inside:
+                os.kill(inside[-1], signal.SIGKILL)
+                killed.append(inside[-1])
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_one_worker)
     killer.start()
-    generate(parse_spec(SPEC), out, shard_size=4, backend="ray", ray_cpus=2)
-    killer.join()
+    try:
+        generate(parse_spec(SPEC), out, shard_size=4, backend="ray", ray_cpus=2)
+    finally:
+        finished.set()
+        killer.join()
     assert killed, "no shard task was seen running"
     tried = attempts(trace)
     died = [a for a in tried if a["pid"] == killed[0]]
