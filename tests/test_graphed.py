@@ -92,6 +92,15 @@ def test_schedule_tables_follow_torch_scheduler():
     assert schedule_tables(constant, 4, torch.device("cpu"))[0].tolist() == [1e-3] * 4
 
 
+def test_steps_past_the_schedule_are_refused():
+    config = TrainingConfig(seed=0, epochs=1, lr=1e-3, batch_size=8)
+    trainer = GraphedTrainer(build_model("cnn_s", {"in_channels": 1}, config), config,
+                             torch.zeros(32, 1, 28, 28), torch.zeros(32, dtype=torch.int64),
+                             seed_roots([0]), 2)
+    with pytest.raises(ValueError, match="past the schedule"):
+        trainer.train_epoch(torch.arange(24).view(3, 8), 0)
+
+
 def test_adam_with_a_schedule_is_refused():
     config = TrainingConfig(seed=0, epochs=1, lr=1e-3, schedule="onecycle")
     with pytest.raises(ValueError, match="Adam"):

@@ -107,6 +107,9 @@ class GraphedTrainer:
     def train_epoch(self, batches: torch.Tensor, first_step: int) -> None:
         """One epoch over ``batches`` (int64 [steps, batch] indices into x); step i is global step
         ``first_step + i`` (its key and its place in the schedule)."""
+        if first_step + len(batches) > len(self.lr):
+            raise ValueError(f"steps {first_step}..{first_step + len(batches) - 1} run past the "
+                             f"schedule's {len(self.lr)} steps")
         at = torch.arange(first_step, first_step + len(batches), device=self.x.device)
         keys = step_keys(self.root, at)  # [steps]
         for i, idx in enumerate(batches):
