@@ -113,6 +113,18 @@ def alone_rate(root: Path, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def cnn_s_population(configs: list) -> tuple[torch.nn.Module, dict[str, torch.Tensor], object]:
+    """A CNN-s population of ``configs`` on the device: the template model, the stacked
+    parameters {name: [P, ...]} and their ``PopulationOptimizer`` (which holds them)."""
+    from modelzoo.train.population import PopulationOptimizer
+    from modelzoo.train.single import build_model
+
+    models = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
+    params = {n: torch.stack([m.state_dict()[n] for m in models]).to(DEVICE)
+              for n in models[0].state_dict()}
+    return models[0].to(DEVICE), params, PopulationOptimizer(params, configs)
+
+
 def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, float]:
     """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (a
     replayed CUDA graph) with conv activations channels_last and NCHW, and with the training
@@ -121,24 +133,19 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     before) and unfolded, and seconds per evaluation of all splits."""
     from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
+    from modelzoo.train.grouped import conv_layout
     from modelzoo.train.population import (
-        PopulationOptimizer,
         activation_elements,
         capture_step,
         evaluate_population,
         population_forwards,
     )
-    from modelzoo.train.single import build_model, exact_float32
+    from modelzoo.train.single import exact_float32
 
     spec = parse_spec(mnist_seed_spec(models, 1))
-    configs = spec.configs()
     data = load_data(spec, root)
     splits = data.on(DEVICE)
-    models_ = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
-    names = list(models_[0].state_dict())
-    params = {n: torch.stack([m.state_dict()[n] for m in models_]).to(DEVICE) for n in names}
-    template = models_[0].to(DEVICE)
-    optimizer = PopulationOptimizer(params, configs)
+    template, params, optimizer = cnn_s_population(spec.configs())
     x, y = splits["train"].x, splits["train"].y
     idx = torch.randint(len(x), (models, 10), device=DEVICE)
     key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
@@ -169,8 +176,9 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
             out[f"ms per training step ({layout}, CUDA graph)"] = ms_per_step(graphed)
-        forward_shared = evaluations[  # as zoo generate evaluates (conv_layout)
-            "NCHW" if DEVICE.startswith("cuda") else "channels_last"]
+        forward_shared = evaluations[  # as zoo generate evaluates
+            {torch.channels_last: "channels_last",
+             torch.contiguous_format: "NCHW"}[conv_layout(torch.device(DEVICE))]]
         template.eval()
         per_sample = activation_elements(template, splits["test"].x[:1])
         template.train()
@@ -329,35 +337,30 @@ def population_kernels(models: int, part: str, steps: int = 5) -> str:
     from modelzoo.data import Split
     from modelzoo.specs import TrainingConfig
     from modelzoo.train.population import (
-        PopulationOptimizer,
         activation_elements,
         evaluate_population,
         population_forwards,
     )
-    from modelzoo.train.single import build_model, exact_float32
+    from modelzoo.train.single import exact_float32
 
-    configs = [TrainingConfig(seed=s, epochs=1, batch_size=10, activation="tanh")
-               for s in range(models)]
-    models_ = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
-    params = {n: torch.stack([m.state_dict()[n] for m in models_]).to(DEVICE)
-              for n in models_[0].state_dict()}
-    template = models_[0].to(DEVICE)
-    optimizer = PopulationOptimizer(params, configs)
+    template, params, optimizer = cnn_s_population(
+        [TrainingConfig(seed=s, epochs=1, batch_size=10, activation="tanh") for s in range(models)])
     train_step, forward_shared = population_forwards(
         "cnn_s", template, params, torch.zeros(models, device=DEVICE), unfold=part == "step-unfold")
-    x = torch.randn(models, 10, 1, 28, 28, device=DEVICE)
-    y = torch.randint(10, (models, 10), device=DEVICE)
-    key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
-    active = torch.ones(models, dtype=torch.bool, device=DEVICE)
-    split = Split(torch.randn(10_000, 1, 28, 28, device=DEVICE),
-                  torch.randint(10, (10_000,), device=DEVICE))
-    template.eval()
-    per_sample = activation_elements(template, split.x[:1])
+    if part == "evaluation":
+        split = Split(torch.randn(10_000, 1, 28, 28, device=DEVICE),
+                      torch.randint(10, (10_000,), device=DEVICE))
+        per_sample = activation_elements(template.eval(), split.x[:1])
 
-    def run():
-        if part == "evaluation":
+        def run():
             evaluate_population(forward_shared, models, split, per_sample)
-        else:
+    else:
+        x = torch.randn(models, 10, 1, 28, 28, device=DEVICE)
+        y = torch.randint(10, (models, 10), device=DEVICE)
+        key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
+        active = torch.ones(models, dtype=torch.bool, device=DEVICE)
+
+        def run():
             optimizer.step(train_step(x, y, key), active)
 
     with exact_float32():

@@ -84,12 +84,12 @@ class GraphedTrainer:
         self.at = torch.zeros(1, dtype=torch.int64, device=device)  # 1-d: indexing stays on device
         self.active = torch.ones(1, dtype=torch.bool, device=device)
         self.replay = self._step
+        model.train()  # for the capture's warm-up; train_epoch sets it again
         if (device.type == "cuda" if capture is None else capture) and len(self.lr):
             state = self.optimizer.state() + list(model.buffers())
             self.replay = capture_step(self._step, state)
 
     def _step(self) -> None:
-        self.model.train()
         xb, yb = self.x[self.idx], self.y[self.idx]
         if self.config.augment:
             xb = augment_batch(xb, self.key, self.config.augment)
@@ -110,6 +110,7 @@ class GraphedTrainer:
         if first_step + len(batches) > len(self.lr):
             raise ValueError(f"steps {first_step}..{first_step + len(batches) - 1} run past the "
                              f"schedule's {len(self.lr)} steps")
+        self.model.train()
         at = torch.arange(first_step, first_step + len(batches), device=self.x.device)
         keys = step_keys(self.root, at)  # [steps]
         for i, idx in enumerate(batches):
