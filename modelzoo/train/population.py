@@ -118,32 +118,34 @@ def train_population_groups(arch: str, arch_kwargs: dict, configs: list[Training
 class PopulationOptimizer:
     """Adam or SGD(momentum) over a population's parameters held in one flat buffer.
 
-    ``params`` {name: [P, ...]} are rebound as views of one flat float32 buffer (tensor after
-    tensor, each [P, *shape] contiguous), so one update is a dozen elementwise kernels over the
-    whole population whatever its size. Per-model lr, momentum and weight decay are gathered per
-    element once. The element arithmetic replays ``torch.optim``'s single-tensor update order, so
-    results match to float rounding. ``active`` [P] bool masks models that take no step (their
-    state is left untouched). Every state update is in place, so a CUDA graph may capture a step.
+    ``params`` {name: [P, ...]} are rebound as views of one buffer ``flat`` [P, N], model-major:
+    row i holds model i's N parameters, tensor after tensor in ``params`` order (the archive's flat
+    state). So per-model lr, momentum, weight decay and step counts are [P, 1] columns that
+    broadcast over a row, and one update is a dozen elementwise kernels over the whole population
+    whatever its size. The element arithmetic replays ``torch.optim``'s single-tensor update
+    order, so results match to float rounding. ``active`` [P] bool masks models that take no step
+    (their state is left untouched). Every state update is in place, so a CUDA graph may capture a
+    step.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], configs: list[TrainingConfig]):
         device = next(iter(params.values())).device
         self.kind = configs[0].optimizer
         n_models = len(configs)
-        self.flat = torch.cat([p.detach().reshape(-1) for p in params.values()])
+        self.flat = torch.cat([p.detach().reshape(n_models, -1) for p in params.values()], 1)
         offset = 0
         for name, p in params.items():
-            params[name] = self.flat[offset:offset + p.numel()].view(p.shape)
-            offset += p.numel()
-        # the model each element belongs to: int64 [elements]
-        self.model_of = torch.cat([torch.arange(n_models, device=device)
-                                   .repeat_interleave(p[0].numel()) for p in params.values()])
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.float64, device=device)  # noqa: E731
-        self.lr = as_tensor([c.lr for c in configs])
+            size = p[0].numel()
+            params[name] = self.flat[:, offset:offset + size].view(p.shape)
+            offset += size
+        column = lambda values: torch.tensor(values, dtype=torch.float64,  # noqa: E731
+                                             device=device)[:, None]
         dtype = self.flat.dtype  # float32 in zoos (float64 in some tests)
-        self.wd = as_tensor([c.weight_decay for c in configs]).to(dtype)[self.model_of]
-        self.momentum = as_tensor([c.momentum for c in configs]).to(dtype)[self.model_of]
-        self.steps = torch.zeros(n_models, dtype=torch.float64, device=device)
+        self.lr = column([c.lr for c in configs])
+        self.wd = column([c.weight_decay for c in configs]).to(dtype)
+        self.decays = any(c.weight_decay for c in configs)  # torch.optim skips a zero decay
+        self.momentum = column([c.momentum for c in configs]).to(dtype)
+        self.steps = torch.zeros(n_models, 1, dtype=torch.float64, device=device)
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat) if self.kind == "adam" else None
 
@@ -151,8 +153,8 @@ class PopulationOptimizer:
     def set_hyperparameters(self, lr: torch.Tensor, momentum: torch.Tensor) -> None:
         """Per-model learning rate and momentum [P] (device tensors) for the next steps: a
         schedule. In place, so a CUDA graph may capture it."""
-        self.lr.copy_(lr)
-        self.momentum.copy_(momentum.to(self.flat.dtype)[self.model_of])
+        self.lr.copy_(lr[:, None])
+        self.momentum.copy_(momentum[:, None])
 
     def state(self) -> list[torch.Tensor]:
         """Every tensor the optimiser updates (for snapshots around CUDA-graph warm-up)."""
@@ -160,28 +162,32 @@ class PopulationOptimizer:
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
-        """One update from ``grads`` (one per parameter tensor, in ``params`` order)."""
+        """One update from ``grads`` (one [P, ...] per parameter tensor, in ``params`` order).
+
+        Temporaries are updated in place where that keeps each operation's operands and order
+        (so its rounding): the step is bound by memory traffic on a CPU, not arithmetic."""
         p = self.flat
-        g = torch.cat([t.reshape(-1) for t in grads])
-        self.steps.add_(active.double())
-        mask = active[self.model_of]
-        g = g + self.wd * p
+        g = torch.cat([t.reshape(len(p), -1) for t in grads], 1)
+        mask = active[:, None]
+        self.steps.add_(mask.double())
+        if self.decays:
+            g += self.wd * p
         if self.kind == "adam":
             beta1, beta2 = ADAM_BETAS
             steps = self.steps.clamp_min(1)
             # Adam's bias corrections in float64, as torch.optim computes them in Python floats
-            step_size = (-self.lr / (1 - beta1 ** steps)).to(p.dtype)[self.model_of]
-            bias2_sqrt = ((1 - beta2 ** steps) ** 0.5).to(p.dtype)[self.model_of]
+            step_size = (-self.lr / (1 - beta1 ** steps)).to(p.dtype)
+            bias2_sqrt = ((1 - beta2 ** steps) ** 0.5).to(p.dtype)
             m = torch.lerp(self.m, g, 1 - beta1)
             v = (self.v * beta2).addcmul_(g, g, value=1 - beta2)
-            new_p = p + (step_size * m) / ((v.sqrt() / bias2_sqrt) + ADAM_EPS)
-            self.v.copy_(torch.where(mask, v, self.v))
+            denom = v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
+            new_p = (step_size * m).div_(denom).add_(p)  # p + step_size * m / denom
+            torch.where(mask, v, self.v, out=self.v)
         else:  # SGD: the momentum buffer starts as the first gradient
-            first = (self.steps <= 1)[self.model_of]
-            m = torch.where(first, g, self.m * self.momentum + g)
-            new_p = p + (-self.lr).to(p.dtype)[self.model_of] * m
-        self.m.copy_(torch.where(mask, m, self.m))
-        p.copy_(torch.where(mask, new_p, p))
+            m = torch.where(self.steps <= 1, g, self.m * self.momentum + g)
+            new_p = ((-self.lr).to(p.dtype) * m).add_(p)  # p + (-lr) * m
+        torch.where(mask, m, self.m, out=self.m)
+        torch.where(mask, new_p, p, out=p)
 
 
 @exact_float32()
