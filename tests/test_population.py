@@ -18,7 +18,12 @@ from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split, create_dataset
 from modelzoo.models import ZooModel, register_model
 from modelzoo.specs import TrainingConfig
-from modelzoo.train.grouped import GROUPED_ARCHITECTURES, grouped_network
+from modelzoo.train.grouped import (
+    GROUPED_ARCHITECTURES,
+    SharedConvPool,
+    grouped_network,
+    shared_input_network,
+)
 from modelzoo.train.population import train_population, train_population_groups
 from modelzoo.train.single import build_model, train_model
 
@@ -151,15 +156,20 @@ def test_weights_do_not_depend_on_the_population(digits):
 def test_shared_input(arch, kwargs, shape):
     """Evaluation feeds one input batch to the grouped network (its first layer reads it once):
     each model computes what it computes alone, and bit for bit the same in a population of 16 as
-    of 32 (P copies of the input, as in training, agree to float rounding)."""
+    of 32 (P copies of the input, as in training, agree to float rounding). The evaluation network
+    with a first convolution and its max pool fused computes the same floats."""
     configs = [TrainingConfig(seed=s, activation="tanh") for s in range(1, 33)]
     models = [build_model(arch, kwargs, c) for c in configs]
     x = torch.randn(5, *shape)
     names = list(models[0].state_dict())
 
-    def population_output(n, copies=False):
+    def population_output(n, copies=False, fused=False):
         params = {k: torch.stack([m.state_dict()[k] for m in models[:n]]) for k in names}
         network = grouped_network(models[0], params).eval()
+        if fused:
+            network = shared_input_network(network).eval()
+            assert any(isinstance(m, SharedConvPool) for m in network.modules()) == \
+                (arch in ("cnn_s", "cnn_l"))  # a first conv followed by a 2x2 max pool
         with torch.no_grad():
             return network(x.repeat(1, n, *([1] * (x.dim() - 2))) if copies else x)
 
@@ -170,6 +180,8 @@ def test_shared_input(arch, kwargs, shape):
     torch.testing.assert_close(shared, alone, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared, population_output(32, copies=True), rtol=0, atol=1e-6)
     assert torch.equal(population_output(16), shared[:, :16])
+    assert torch.equal(population_output(32, fused=True), shared)
+    assert torch.equal(population_output(16, fused=True), shared[:, :16])
 
 
 @pytest.mark.parametrize("arch, kwargs, shape", [

@@ -20,6 +20,7 @@ mostly from the channels_last layout, in which oneDNN's grouped convolutions bea
 import copy
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
@@ -70,9 +71,9 @@ class GroupedConv2d(nn.Module):
         out_hw = self.out_size(height, width)
         patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride).transpose(1, 2)
         filters = self.weight.flatten(0, 1).flatten(1).t()  # [C*k*k, P*O]
-        patches = patches.reshape(-1, len(filters))
-        out = patches @ filters if self.bias is None else \
-            torch.addmm(self.bias.flatten(), patches, filters)
+        out = patches.reshape(-1, len(filters)) @ filters
+        if self.bias is not None:  # after the product, so SharedConvPool's floats equal these
+            out += self.bias.flatten()
         return out.view(batch, *out_hw, -1).permute(0, 3, 1, 2).contiguous(
             memory_format=self.memory_format)
 
@@ -93,6 +94,61 @@ class GroupedConv2d(nn.Module):
         return out.view(n_models, out_channels, batch, *out_hw).permute(2, 0, 1, 3, 4) \
             .reshape(batch, n_models * out_channels, *out_hw).contiguous(
                 memory_format=self.memory_format)
+
+
+class SharedConvPool(nn.Module):
+    """Evaluation only: a ``GroupedConv2d`` (stride 1, no dilation) on a shared input followed by
+    a 2x2 max pool of stride 2, [B, C, H, W] -> [B, P*O, H'//2, W'//2], without writing the
+    full-resolution output [B, P*O, H', W'] (the evaluation's largest activation).
+
+    Each of the four window positions (i, j) is its own product of patches at stride 2 with the
+    filters, [B*H'//2*W'//2, C*k*k] x [C*k*k, P*O], and the pool is their running maximum; the
+    bias is added after it. Floats are those of pooling ``shared_forward``'s output: a maximum is
+    exact and rounding is monotone, so max(fl(a + b)) = fl(max(a) + b) (tests/test_population.py).
+    """
+
+    def __init__(self, conv: GroupedConv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.conv.weight, self.conv.bias
+        (pad_h, pad_w), (k_h, k_w) = self.conv.padding, weight.shape[-2:]
+        if pad_h or pad_w:
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+        batch = len(x)
+        out_h, out_w = x.shape[-2] - k_h + 1, x.shape[-1] - k_w + 1
+        pool_h, pool_w = out_h // 2, out_w // 2
+        filters = weight.flatten(0, 1).flatten(1).t()  # [C*k*k, P*O]
+        pooled = None
+        for i in (0, 1):
+            for j in (0, 1):
+                window = x[..., i:i + 2 * pool_h - 2 + k_h, j:j + 2 * pool_w - 2 + k_w]
+                patches = F.unfold(window, (k_h, k_w), stride=2).transpose(1, 2)
+                out = patches.reshape(-1, len(filters)) @ filters  # [B*pool_h*pool_w, P*O]
+                pooled = out if pooled is None else torch.maximum(pooled, out, out=pooled)
+        if bias is not None:
+            pooled += bias.flatten()
+        return pooled.view(batch, pool_h, pool_w, -1).permute(0, 3, 1, 2).contiguous(
+            memory_format=self.conv.memory_format)
+
+    @staticmethod
+    def fits(conv: nn.Module, pool: torch.fx.Node) -> bool:
+        """True when ``conv`` may fuse with the call ``pool``: a plain 2x2 max pool of stride 2."""
+        if not (isinstance(conv, GroupedConv2d) and conv.stride == (1, 1)
+                and conv.dilation == (1, 1) and pool.op == "call_function"
+                and pool.target is F.max_pool2d):
+            return False
+        call = dict(zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                         "return_indices"), pool.args)) | pool.kwargs
+        pairs = {name: tuple(v) if isinstance(v, list | tuple) else (v, v)
+                 for name, v in call.items() if name in ("kernel_size", "stride", "padding",
+                                                         "dilation")}
+        return (pairs.get("kernel_size") == (2, 2) and pairs.get("stride") in (None, (2, 2),
+                                                                               (None, None))
+                and pairs.get("padding", (0, 0)) == (0, 0)
+                and pairs.get("dilation", (1, 1)) == (1, 1)
+                and not call.get("ceil_mode", False) and not call.get("return_indices", False))
 
 
 class GroupedLinear(nn.Module):
@@ -145,6 +201,44 @@ def conv_layout(device: torch.device) -> torch.memory_format:
     """The faster layout of grouped conv activations on ``device``: channels_last for oneDNN on the
     CPU, NCHW for cuDNN on a GPU (both measured in BENCHMARKS.md)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+class _GroupedTracer(torch.fx.Tracer):
+    """Traces a grouped network's forward, keeping the grouped layers as calls."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return isinstance(module, GroupedConv2d | GroupedLinear | GroupedDropout) or \
+            super().is_leaf_module(module, qualified_name)
+
+
+def shared_input_network(network: nn.Module) -> nn.Module:
+    """``network`` (from ``grouped_network``) for evaluation on one input shared by every model:
+    its forward traced (``torch.fx``) with no dropout, and a first convolution followed by a 2x2
+    max pool fused into ``SharedConvPool``. Call it in eval mode: x [B, ...] -> [B, P, classes].
+    A forward that cannot be traced (padding computed from the input's shape) stays as it is."""
+    try:
+        graph = _GroupedTracer().trace(network, concrete_args={"dropout_key": None,
+                                                               "dropout_p": None})
+    except torch.fx.proxy.TraceError:
+        return network
+    root = torch.fx.GraphModule(network, graph)
+    first = next(n for n in graph.nodes if n.op == "placeholder")
+    for node in list(graph.nodes):
+        if node.op != "call_module" or node.args[:1] != (first,) or len(node.users) != 1:
+            continue
+        pool = next(iter(node.users))
+        conv = root.get_submodule(node.target)
+        if SharedConvPool.fits(conv, pool):
+            name = f"{node.target.replace('.', '_')}_pool"
+            root.add_module(name, SharedConvPool(conv))
+            with graph.inserting_after(pool):
+                fused = graph.call_module(name, (first,))
+            pool.replace_all_uses_with(fused)
+            graph.erase_node(pool)
+            graph.erase_node(node)
+    graph.lint()
+    root.recompile()
+    return root
 
 
 def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],

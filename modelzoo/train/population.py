@@ -29,6 +29,7 @@ from modelzoo.specs import TrainingConfig
 from modelzoo.train.grouped import (
     GROUPED_ARCHITECTURES,
     grouped_network,
+    shared_input_network,
     to_population_arrangement,
 )
 from modelzoo.train.record import RunRecorder
@@ -359,6 +360,7 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
         # leaves share storage with ``params``, so in-place optimiser updates reach the network
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         network = grouped_network(template, leaves, memory_format, unfold)
+        evaluator = shared_input_network(network)
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
         def train_step(x, y, keys):
@@ -371,8 +373,8 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
 
         @torch.no_grad()
         def forward_shared(x):
-            network.eval()
-            return network(x).transpose(0, 1)  # the first layer shares x among the models
+            evaluator.eval()
+            return evaluator(x).transpose(0, 1)  # the first layer shares x among the models
 
         return train_step, forward_shared
 
