@@ -34,7 +34,7 @@ RESNET_CONFIGS := --config hyperrep_configs/resnet-sane.yaml --config hyperrep_c
 	--config hyperrep_configs/resnet-compression.yaml
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive --models 200 --epochs 50 --reads 1000
-	$(BIN)/python -m benchmarks.bench_population --models 128 --alone 8 --epochs 2
+	$(BIN)/python -m benchmarks.bench_population --models 128 --alone 8 --epochs 2 --rounds 3
 	$(BIN)/python -m benchmarks.bench_population --arch cnn_l --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
 	$(BIN)/python -m benchmarks.bench_population --arch unterthiner_cnn --models 64 --alone 4 --epochs 1 --train-images 600 --population-size 4,8,16,32,64
 	$(BIN)/python -m benchmarks.bench_hyperrep --run runs/bench-hyperrep $(HYPERREP_CONFIGS) --seeds 0,1,2 --split both
