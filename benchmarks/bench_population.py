@@ -7,11 +7,11 @@ Both runs train configs of one architecture (Adam 1e-3, batch 10, every epoch ev
 splits) in the same process: cnn_s and unterthiner_cnn on 28x28 digits, cnn_l on digits at
 32x32 with the grey channel repeated to 3, tetris_mlp on Tetris. ``--population-size`` takes one
 size or a comma list (default: the automatic size); each size is timed and compared with the same
-one-at-a-time rate, after an untimed warm-up of both paths. ``--rounds N`` repeats the whole comparison N times, alternating the two
-paths, so that each ratio compares runs minutes apart (a shared 2-core machine drifts by up to 40 %
-within an hour) and the median ratio is reported. Prints each rate, the ratio, and an estimate of
-the MNIST-Seed zoo (1,000 models x 50 epochs, 50k training + 20k evaluation images) at the best
-population rate.
+one-at-a-time rate, after an untimed warm-up of both paths. ``--rounds N`` repeats the whole
+comparison N times, alternating the two paths, so that each ratio compares runs minutes apart (a
+shared 2-core machine drifts by up to 40 % within an hour) and the median ratio is reported.
+Prints each rate, the ratio, and an estimate of the MNIST-Seed zoo (1,000 models x 50 epochs, 50k
+training + 20k evaluation images) at the best population rate.
 """
 
 import argparse
@@ -75,7 +75,7 @@ def main() -> None:
     print(f"device: {device} ({torch.get_num_threads()} threads), {args.arch} on {data.name} "
           f"{tuple(data.input_shape)}, {len(data.train)} training images, {args.epochs} epochs")
     # untimed: the first model trained in a process runs about 15 % slower than the next ones
-    # (the allocator's heap grows, kernels are set up), which would favour the population
+    # (measured, BENCHMARKS.md), which would favour the population
     warm = [c.model_copy(update={"epochs": 1}) for c in configs[:max(sizes)]]
     train_model(args.arch, kwargs, warm[0], data, device)
     train_population_groups(args.arch, kwargs, warm, data, str(device), max(sizes))

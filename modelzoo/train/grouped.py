@@ -8,7 +8,8 @@ The architecture's own ``forward`` runs unchanged on population arrangements of 
   input may also be a flattened conv activation [B, P*F] (``flatten(1)`` keeps models apart).
 - keyed dropout draws each model's mask exactly as ``KeyedDropout`` draws it for the model alone.
 - evaluation feeds one input [B, C, ...] to all P models: the first layer reads it once (a conv as
-  one matrix product over P*O filters, a Linear as a broadcast view) instead of P copies.
+  one matrix product over P*O filters, a Linear as a broadcast view) instead of P copies;
+  ``shared_input_network`` also fuses a first conv with its 2x2 max pool (``SharedConvPool``).
 
 So the output is log-probabilities [B, P, classes]. This is only correct for forwards that keep
 models apart (elementwise activations, pooling, ``flatten(1)``, spatial means): the architectures in
