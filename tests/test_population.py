@@ -182,6 +182,8 @@ def test_shared_input(arch, kwargs, shape):
     assert torch.equal(population_output(16), shared[:, :16])
     assert torch.equal(population_output(32, fused=True), shared)
     assert torch.equal(population_output(16, fused=True), shared[:, :16])
+    assert torch.equal(population_output(32, copies=True, fused=True),
+                       population_output(32, copies=True))
 
 
 @pytest.mark.parametrize("arch, kwargs, shape", [

@@ -113,7 +113,11 @@ class SharedConvPool(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C, H, W] shared by every model; per-model inputs [B, P*C, H, W] take the
+        unfused convolution and pool."""
         weight, bias = self.conv.weight, self.conv.bias
+        if x.shape[1] != weight.shape[2]:
+            return F.max_pool2d(self.conv(x), 2)
         (pad_h, pad_w), (k_h, k_w) = self.conv.padding, weight.shape[-2:]
         if pad_h or pad_w:
             x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
