@@ -253,7 +253,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
 
     def record():
         recorder.add_splits(
-            torch.cat([params[n].detach().reshape(n_models, -1) for n in names], 1).cpu().numpy(),
+            optimizer.flat.detach().cpu().numpy().copy(),  # rows: the models' flat states
             {name: evaluate_population(forward_shared, n_models, split, eval_sample_elements)
              for name, split in splits.items()})
 
