@@ -51,16 +51,23 @@ class GroupedConv2d(nn.Module):
                 in zip((height, width), self.padding, self.dilation, self.weight.shape[-2:],
                        self.stride)]
 
+    def shares(self, x: torch.Tensor) -> bool:
+        """True when ``x`` is one input [B, C, H, W] for every model, not [B, P*C, H, W]."""
+        return len(self.weight) > 1 and x.shape[1] == self.weight.shape[2]
+
+    def filter_matrix(self) -> torch.Tensor:
+        """Every model's filters as columns: [C*k*k, P*O]."""
+        return self.weight.flatten(0, 1).flatten(1).t()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
-        n_models, channels = len(self.weight), self.weight.shape[2]
-        if n_models > 1 and x.shape[1] == channels:
+        if self.shares(x):
             return self.shared_forward(x)
         if self.unfold:
             return self.unfold_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=self.memory_format), self.weight.flatten(0, 1),
-                        bias, self.stride, self.padding, self.dilation, groups=n_models)
+                        bias, self.stride, self.padding, self.dilation, groups=len(self.weight))
 
     def shared_forward(self, x: torch.Tensor) -> torch.Tensor:
         """All P models' convolutions of one input as one matrix product: patches [B*H'*W', C*k*k]
@@ -71,7 +78,7 @@ class GroupedConv2d(nn.Module):
         kernel = self.weight.shape[-2:]
         out_hw = self.out_size(height, width)
         patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride).transpose(1, 2)
-        filters = self.weight.flatten(0, 1).flatten(1).t()  # [C*k*k, P*O]
+        filters = self.filter_matrix()
         out = patches.reshape(-1, len(filters)) @ filters
         if self.bias is not None:  # after the product, so SharedConvPool's floats equal these
             out += self.bias.flatten()
@@ -115,16 +122,15 @@ class SharedConvPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, C, H, W] shared by every model; per-model inputs [B, P*C, H, W] take the
         unfused convolution and pool."""
-        weight, bias = self.conv.weight, self.conv.bias
-        if x.shape[1] != weight.shape[2]:
-            return F.max_pool2d(self.conv(x), 2)
-        (pad_h, pad_w), (k_h, k_w) = self.conv.padding, weight.shape[-2:]
+        conv = self.conv
+        if not conv.shares(x):
+            return F.max_pool2d(conv(x), 2)
+        batch = len(x)
+        pool_h, pool_w = (size // 2 for size in conv.out_size(*x.shape[-2:]))
+        (pad_h, pad_w), (k_h, k_w) = conv.padding, conv.weight.shape[-2:]
         if pad_h or pad_w:
             x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
-        batch = len(x)
-        out_h, out_w = x.shape[-2] - k_h + 1, x.shape[-1] - k_w + 1
-        pool_h, pool_w = out_h // 2, out_w // 2
-        filters = weight.flatten(0, 1).flatten(1).t()  # [C*k*k, P*O]
+        filters = conv.filter_matrix()
         pooled = None
         for i in (0, 1):
             for j in (0, 1):
@@ -132,28 +138,25 @@ class SharedConvPool(nn.Module):
                 patches = F.unfold(window, (k_h, k_w), stride=2).transpose(1, 2)
                 out = patches.reshape(-1, len(filters)) @ filters  # [B*pool_h*pool_w, P*O]
                 pooled = out if pooled is None else torch.maximum(pooled, out, out=pooled)
-        if bias is not None:
-            pooled += bias.flatten()
+        if conv.bias is not None:
+            pooled += conv.bias.flatten()
         return pooled.view(batch, pool_h, pool_w, -1).permute(0, 3, 1, 2).contiguous(
-            memory_format=self.conv.memory_format)
+            memory_format=conv.memory_format)
 
     @staticmethod
-    def fits(conv: nn.Module, pool: torch.fx.Node) -> bool:
-        """True when ``conv`` may fuse with the call ``pool``: a plain 2x2 max pool of stride 2."""
+    def fits(conv: nn.Module, pool: torch.fx.Node, root: nn.Module) -> bool:
+        """True when ``conv`` may fuse with the call ``pool`` (a node of ``root``'s graph): a
+        stride-1 convolution and a plain 2x2 max pool of stride 2."""
         if not (isinstance(conv, GroupedConv2d) and conv.stride == (1, 1)
                 and conv.dilation == (1, 1) and pool.op == "call_function"
                 and pool.target is F.max_pool2d):
             return False
-        call = dict(zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
-                         "return_indices"), pool.args)) | pool.kwargs
-        pairs = {name: tuple(v) if isinstance(v, list | tuple) else (v, v)
-                 for name, v in call.items() if name in ("kernel_size", "stride", "padding",
-                                                         "dilation")}
-        return (pairs.get("kernel_size") == (2, 2) and pairs.get("stride") in (None, (2, 2),
-                                                                               (None, None))
-                and pairs.get("padding", (0, 0)) == (0, 0)
-                and pairs.get("dilation", (1, 1)) == (1, 1)
-                and not call.get("ceil_mode", False) and not call.get("return_indices", False))
+        call = pool.normalized_arguments(root, normalize_to_only_use_kwargs=True).kwargs
+        pair = lambda v: tuple(v) if isinstance(v, list | tuple) else (v, v)  # noqa: E731
+        return (pair(call["kernel_size"]) == (2, 2)
+                and (not call["stride"] or pair(call["stride"]) == (2, 2))  # None: the kernel
+                and pair(call["padding"]) == (0, 0) and pair(call["dilation"]) == (1, 1)
+                and not call["ceil_mode"] and not call["return_indices"])
 
 
 class GroupedLinear(nn.Module):
@@ -233,7 +236,7 @@ def shared_input_network(network: nn.Module) -> nn.Module:
             continue
         pool = next(iter(node.users))
         conv = root.get_submodule(node.target)
-        if SharedConvPool.fits(conv, pool):
+        if SharedConvPool.fits(conv, pool, root):
             name = f"{node.target.replace('.', '_')}_pool"
             root.add_module(name, SharedConvPool(conv))
             with graph.inserting_after(pool):
