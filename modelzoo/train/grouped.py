@@ -75,9 +75,11 @@ class GroupedConv2d(nn.Module):
         No copy of the input per model. Values agree with the grouped convolution of P copies to
         float rounding, and a model's do not depend on P (tests/test_population.py)."""
         batch, _, height, width = x.shape
-        kernel = self.weight.shape[-2:]
         out_hw = self.out_size(height, width)
-        patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride).transpose(1, 2)
+        (pad_h, pad_w), (k_h, k_w) = self.padding, self.weight.shape[-2:]
+        if pad_h or pad_w:
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+        patches = patch_view(x, out_hw, (k_h, k_w), self.stride, self.dilation)
         filters = self.filter_matrix()
         out = patches.reshape(-1, len(filters)) @ filters
         if self.bias is not None:  # after the product, so SharedConvPool's floats equal these
@@ -104,6 +106,18 @@ class GroupedConv2d(nn.Module):
                 memory_format=self.memory_format)
 
 
+def patch_view(x: torch.Tensor, out_hw: list[int], kernel: tuple[int, int],
+               stride: tuple[int, int], dilation: tuple[int, int], shifts: int = 1) -> torch.Tensor:
+    """The convolution patches of an (already padded) input [B, C, H, W] as a strided view
+    [shifts, shifts, B, H', W', C, k_h, k_w], no copy: shift (i, j) is the convolution of the
+    input moved by i rows and j columns. One copy of it, rows in the order of ``filter_matrix``'s
+    columns, replaces ``F.unfold``, which loops over the images and is slower (BENCHMARKS.md)."""
+    s_b, s_c, s_h, s_w = x.stride()
+    return x.as_strided((shifts, shifts, len(x), *out_hw, x.shape[1], *kernel),
+                        (s_h, s_w, s_b, stride[0] * s_h, stride[1] * s_w, s_c, dilation[0] * s_h,
+                         dilation[1] * s_w))
+
+
 class SharedConvPool(nn.Module):
     """Evaluation only: a ``GroupedConv2d`` (stride 1, no dilation) on a shared input followed by
     a 2x2 max pool of stride 2, [B, C, H, W] -> [B, P*O, H'//2, W'//2], without writing the
@@ -111,8 +125,7 @@ class SharedConvPool(nn.Module):
 
     Each of the four window positions (i, j) is its own product of patches at stride 2 with the
     filters, [B*H'//2*W'//2, C*k*k] x [C*k*k, P*O], and the pool is their running maximum; the
-    bias is added after it. The patches of all four are one copy of a strided view of the input
-    (``F.unfold`` loops over the images, measured 26 % slower per CNN-s chunk). Floats are those of pooling ``shared_forward``'s output: a maximum is
+    bias is added after it. Floats are those of pooling ``shared_forward``'s output: a maximum is
     exact and rounding is monotone, so max(fl(a + b)) = fl(max(a) + b) (tests/test_population.py).
     """
 
@@ -132,11 +145,8 @@ class SharedConvPool(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
         filters = conv.filter_matrix()
-        s_b, s_c, s_h, s_w = x.stride()
-        # the patches of all four window positions (i, j) in one copy of a strided view:
-        # [i, j, B, pool_h, pool_w, C, k_h, k_w] -> [4, B*pool_h*pool_w, C*k*k]
-        patches = x.as_strided((2, 2, batch, pool_h, pool_w, x.shape[1], k_h, k_w),
-                               (s_h, s_w, s_b, 2 * s_h, 2 * s_w, s_c, s_h, s_w)) \
+        # one copy of the patches of all four window positions: [4, B*pool_h*pool_w, C*k*k]
+        patches = patch_view(x, [pool_h, pool_w], (k_h, k_w), (2, 2), (1, 1), shifts=2) \
             .reshape(4, -1, len(filters))
         pooled = None
         for position in patches:
