@@ -303,7 +303,7 @@ def test_malformed_geotiff_is_one_clear_error(tmp_path):
     path.write_bytes(b"II*\x00garbage")
     with pytest.raises(ZooError, match="broken.tif: not a readable GeoTIFF"):
         read_geotiff(path, 13)
-    tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16))
+    tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint16), photometric="minisblack")
     with pytest.raises(ZooError, match="expected 13 bands"):
         read_geotiff(path, 13)
 
