@@ -32,7 +32,8 @@ GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_
 
 
 class GroupedConv2d(nn.Module):
-    """P convolutions as one: [B, P*C, H, W] -> [B, P*O, H', W'] with stacked weight [P, O, C, k, k]."""
+    """P convolutions as one: [B, P*C, H, W] -> [B, P*O, H', W'] with stacked weight
+    [P, O, C, k, k]."""
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
                  memory_format: torch.memory_format = torch.channels_last, unfold: bool = False):
@@ -95,9 +96,19 @@ class GroupedConv2d(nn.Module):
         n_models, out_channels = self.weight.shape[:2]
         batch, _, height, width = x.shape
         out_hw = self.out_size(height, width)
-        patches = F.unfold(x, self.weight.shape[-2:], self.dilation, self.padding, self.stride)
-        patches = patches.view(batch, n_models, -1, patches.shape[-1]).permute(1, 2, 0, 3) \
-            .flatten(2)  # [P, C*k*k, B*H'*W']
+        kernel = self.weight.shape[-2:]
+        # patches: [P, C*k*k, B*H'*W'], copied from a view [P, C*k*k, B, H'*W'] (F.unfold) or
+        # [P, C, k, k, B, H', W'] (patch_view)
+        if x.requires_grad:  # F.unfold's backward (F.fold) is the input gradient
+            patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride)
+            patches = patches.view(batch, n_models, -1, patches.shape[-1]).permute(1, 2, 0, 3)
+        else:  # one copy of a strided view; F.unfold launches a kernel per image on a GPU
+            (pad_h, pad_w) = self.padding
+            if pad_h or pad_w:
+                x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+            patches = patch_view(x, out_hw, kernel, self.stride, self.dilation)[0, 0] \
+                .unflatten(3, (n_models, -1)).permute(3, 4, 5, 6, 0, 1, 2)
+        patches = patches.reshape(n_models, -1, batch * out_hw[0] * out_hw[1])
         filters = self.weight.flatten(2)  # [P, O, C*k*k]
         out = torch.bmm(filters, patches) if self.bias is None else \
             torch.baddbmm(self.bias.unsqueeze(2), filters, patches)  # [P, O, B*H'*W']
@@ -210,7 +221,8 @@ class GroupedDropout(nn.Module):
         rate = p.to(x.dtype)
         keep = vmap(lambda k, r: keyed_keep(k, self.index, shape, r))(key, rate)  # [P, *shape]
         rates = rate.view(n, *([1] * len(shape))).expand(n, 1, *shape[1:])
-        return x * to_population_arrangement(keep.to(x.dtype), flat) / to_population_arrangement(1.0 - rates, flat)
+        return x * to_population_arrangement(keep.to(x.dtype), flat) \
+            / to_population_arrangement(1.0 - rates, flat)
 
 
 def to_population_arrangement(per_model: torch.Tensor, flat: bool) -> torch.Tensor:
