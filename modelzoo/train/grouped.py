@@ -60,6 +60,23 @@ class GroupedConv2d(nn.Module):
         """Every model's filters as columns: [C*k*k, P*O]."""
         return self.weight.flatten(0, 1).flatten(1).t()
 
+    def patch_view(self, x: torch.Tensor, out_hw: list[int] | None = None,
+                   stride: tuple[int, int] | None = None, shifts: int = 1) -> torch.Tensor:
+        """The convolution patches of ``x`` [B, C, H, W] (after this layer's zero padding, the
+        only copy) as a strided view [shifts, shifts, B, H', W', C, k_h, k_w]: shift (i, j) holds
+        the patches of the input moved by i rows and j columns. ``out_hw`` and ``stride`` default
+        to the layer's own. One copy of the view, rows in the order of ``filter_matrix``'s
+        columns, replaces ``F.unfold``, which loops over the images and is slower
+        (BENCHMARKS.md)."""
+        out_hw, stride = out_hw or self.out_size(*x.shape[-2:]), stride or self.stride
+        pad_h, pad_w = self.padding
+        if pad_h or pad_w:
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+        s_b, s_c, s_h, s_w = x.stride()
+        return x.as_strided((shifts, shifts, len(x), *out_hw, x.shape[1], *self.weight.shape[-2:]),
+                            (s_h, s_w, s_b, stride[0] * s_h, stride[1] * s_w, s_c,
+                             self.dilation[0] * s_h, self.dilation[1] * s_w))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
         if self.shares(x):
@@ -77,10 +94,7 @@ class GroupedConv2d(nn.Module):
         float rounding, and a model's do not depend on P (tests/test_population.py)."""
         batch, _, height, width = x.shape
         out_hw = self.out_size(height, width)
-        (pad_h, pad_w), (k_h, k_w) = self.padding, self.weight.shape[-2:]
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
-        patches = patch_view(x, out_hw, (k_h, k_w), self.stride, self.dilation)
+        patches = self.patch_view(x)
         filters = self.filter_matrix()
         out = patches.reshape(-1, len(filters)) @ filters
         if self.bias is not None:  # after the product, so SharedConvPool's floats equal these
@@ -96,18 +110,14 @@ class GroupedConv2d(nn.Module):
         n_models, out_channels = self.weight.shape[:2]
         batch, _, height, width = x.shape
         out_hw = self.out_size(height, width)
-        kernel = self.weight.shape[-2:]
         # patches: [P, C*k*k, B*H'*W'], copied from a view [P, C*k*k, B, H'*W'] (F.unfold) or
         # [P, C, k, k, B, H', W'] (patch_view)
         if x.requires_grad:  # F.unfold's backward (F.fold) is the input gradient
-            patches = F.unfold(x, kernel, self.dilation, self.padding, self.stride)
+            patches = F.unfold(x, self.weight.shape[-2:], self.dilation, self.padding, self.stride)
             patches = patches.view(batch, n_models, -1, patches.shape[-1]).permute(1, 2, 0, 3)
         else:  # one copy of a strided view; F.unfold launches a kernel per image on a GPU
-            (pad_h, pad_w) = self.padding
-            if pad_h or pad_w:
-                x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
-            patches = patch_view(x, out_hw, kernel, self.stride, self.dilation)[0, 0] \
-                .unflatten(3, (n_models, -1)).permute(3, 4, 5, 6, 0, 1, 2)
+            patches = self.patch_view(x)[0, 0].unflatten(3, (n_models, -1)) \
+                .permute(3, 4, 5, 6, 0, 1, 2)
         patches = patches.reshape(n_models, -1, batch * out_hw[0] * out_hw[1])
         filters = self.weight.flatten(2)  # [P, O, C*k*k]
         out = torch.bmm(filters, patches) if self.bias is None else \
@@ -115,18 +125,6 @@ class GroupedConv2d(nn.Module):
         return out.view(n_models, out_channels, batch, *out_hw).permute(2, 0, 1, 3, 4) \
             .reshape(batch, n_models * out_channels, *out_hw).contiguous(
                 memory_format=self.memory_format)
-
-
-def patch_view(x: torch.Tensor, out_hw: list[int], kernel: tuple[int, int],
-               stride: tuple[int, int], dilation: tuple[int, int], shifts: int = 1) -> torch.Tensor:
-    """The convolution patches of an (already padded) input [B, C, H, W] as a strided view
-    [shifts, shifts, B, H', W', C, k_h, k_w], no copy: shift (i, j) is the convolution of the
-    input moved by i rows and j columns. One copy of it, rows in the order of ``filter_matrix``'s
-    columns, replaces ``F.unfold``, which loops over the images and is slower (BENCHMARKS.md)."""
-    s_b, s_c, s_h, s_w = x.stride()
-    return x.as_strided((shifts, shifts, len(x), *out_hw, x.shape[1], *kernel),
-                        (s_h, s_w, s_b, stride[0] * s_h, stride[1] * s_w, s_c, dilation[0] * s_h,
-                         dilation[1] * s_w))
 
 
 class SharedConvPool(nn.Module):
@@ -152,12 +150,9 @@ class SharedConvPool(nn.Module):
             return F.max_pool2d(conv(x), 2)
         batch = len(x)
         pool_h, pool_w = (size // 2 for size in conv.out_size(*x.shape[-2:]))
-        (pad_h, pad_w), (k_h, k_w) = conv.padding, conv.weight.shape[-2:]
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
         filters = conv.filter_matrix()
         # one copy of the patches of all four window positions: [4, B*pool_h*pool_w, C*k*k]
-        patches = patch_view(x, [pool_h, pool_w], (k_h, k_w), (2, 2), (1, 1), shifts=2) \
+        patches = conv.patch_view(x, [pool_h, pool_w], stride=(2, 2), shifts=2) \
             .reshape(4, -1, len(filters))
         pooled = None
         for position in patches:
