@@ -58,8 +58,11 @@ class KeyedDropout(nn.Module):
         if not self.training:
             return x
         if key is None:
-            return F.dropout(x, self.p, training=True) if p is None else F.dropout(x, float(p), True)
-        rate = torch.tensor(self.p, dtype=x.dtype, device=x.device) if p is None else p.to(x.dtype)
+            return F.dropout(x, self.p if p is None else float(p), training=True)
+        # a fill, not torch.tensor: no host-to-device copy, so no sync on a GPU (and none inside a
+        # CUDA graph's capture, where it is not allowed)
+        rate = p.to(x.dtype) if p is not None else \
+            torch.full((), self.p, dtype=x.dtype, device=x.device)
         keep = keyed_keep(key, self.index, x.shape, rate)
         return x * keep.to(x.dtype) / (1.0 - rate)
 
