@@ -15,7 +15,8 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
   ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
   seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
 - population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
-  CNN-s population mixing lr, init and dropout, twice (tests/test_gpu.py holds the bounds);
+  CNN-s population mixing lr, init and dropout, twice (tests/test_gpu.py holds the bounds), and
+  the same models trained alone twice, once with cuDNN off: the drift of two valid computations;
 - ResNet-18 (the CIFAR-10 spec's training: SGD, OneCycle, crop + flip, batch 256, bf16 autocast,
   channels_last): images/s, the fraction of the card's dense bf16 peak and how busy the GPU is;
   one model eager, with cudnn.benchmark, under torch.compile (default and reduce-overhead), with
@@ -209,9 +210,12 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     return out
 
 
-def population_drift() -> list[float]:
+def population_drift(reference: bool = False) -> list[float]:
     """Per model of a 32-model CNN-s population (lr x init x dropout): max |w_pop - w_alone| /
-    layer scale after 2 epochs on the GPU."""
+    layer scale after 2 epochs on the device. ``reference``: instead, the same model trained
+    alone twice, the second time with the convolution library off (cuDNN on a GPU, oneDNN on a
+    CPU; PyTorch's own convolutions then): how far two equally valid float32 computations of one
+    model part, the scale against which the population's drift is read."""
     from modelzoo.archive.layout import Layout
     from modelzoo.data import create_dataset
     from modelzoo.specs import TrainingConfig
@@ -223,9 +227,14 @@ def population_drift() -> list[float]:
     data = small(create_dataset("digits"))
     configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
     layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
-    population = train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
-    return [max_relative_drift(train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE).states,
-                               run.states, layout) for c, run in zip(configs, population)]
+    alone = [train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE) for c in configs]
+    if reference:
+        library = torch.backends.cudnn if DEVICE.startswith("cuda") else torch.backends.mkldnn
+        with library.flags(enabled=False):
+            others = [train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE) for c in configs]
+    else:
+        others = train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
+    return [max_relative_drift(a.states, b.states, layout) for a, b in zip(alone, others)]
 
 
 def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None = None,
@@ -474,11 +483,15 @@ def main() -> None:
             rows.append(("MNIST-Seed 1000 x 50 epochs (extrapolated)", f"{full / 60:.1f} min"))
 
         def drift():
-            for run in (1, 2):  # twice: are GPU runs repeatable?
-                drifts = np.array(population_drift())
-                rows.append((f"GPU population vs alone, 2 epochs (32 models), run {run}",
+            library = "cuDNN" if DEVICE.startswith("cuda") else "oneDNN"
+            for label, reference in (("population vs alone, run 1", False),
+                                     ("population vs alone, run 2", False),  # repeatable?
+                                     (f"alone vs alone with {library} off", True)):
+                drifts = np.array(population_drift(reference))
+                rows.append((f"{label}, 2 epochs (32 models)",
                              f"max |dw| / layer scale = {drifts.max():.1e} (model "
-                             f"{drifts.argmax()}); {(drifts > 1e-4).sum()} of 32 above 1e-4"))
+                             f"{drifts.argmax()}); {(drifts > 1e-4).sum()} of 32 above 1e-4; "
+                             f"median {np.median(drifts):.1e}"))
 
         def resnet():
             variants = (("one model", dict(models=1)),
