@@ -39,17 +39,26 @@ class HostRequests(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("arch, kwargs, shape, options", [
-    # ResNet zoos: SGD + OneCycle, crop + flip, BatchNorm, keyed dropout
-    ("resnet18", {"in_channels": 1, "width": 4}, (1, 8, 8),
-     dict(optimizer="sgd", lr=0.05, schedule="onecycle", augment=["crop", "flip"], dropout=0.2)),
-    ("cnn_s", {"in_channels": 1}, (1, 28, 28), dict(lr=1e-3, dropout=0.3)),
+RESNET = ("resnet18", {"in_channels": 1, "width": 4}, (1, 8, 8),
+          dict(optimizer="sgd", lr=0.05, schedule="onecycle", augment=["crop", "flip"],
+               dropout=0.2))
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+@pytest.mark.parametrize("arch, kwargs, shape, options, mixed", [
+    # ResNet zoos: SGD + OneCycle, crop + flip, BatchNorm, keyed dropout; mixed: channels_last
+    # weights in the flat buffer (the bf16 autocast itself is inert on a CPU)
+    (*RESNET, False), (*RESNET, True),
+    ("cnn_s", {"in_channels": 1}, (1, 28, 28), dict(lr=1e-3, dropout=0.3), False),
 ])
-def test_graphed_step_asks_nothing_of_the_host(arch, kwargs, shape, options):
+def test_graphed_step_asks_nothing_of_the_host(arch, kwargs, shape, options, mixed):
     config = TrainingConfig(seed=1, epochs=1, batch_size=8, **options)
     x, y = torch.randn(32, *shape), torch.randint(10, (32,))
     model = build_model(arch, kwargs, config)
-    trainer = GraphedTrainer(model, config, x, y, seed_roots([1]), 4, capture=False)
+    if mixed:
+        model, x = model.to(memory_format=torch.channels_last), \
+            x.contiguous(memory_format=torch.channels_last)
+    trainer = GraphedTrainer(model, config, x, y, seed_roots([1]), 4, mixed=mixed, capture=False)
     trainer.idx.copy_(torch.arange(8))
     with HostRequests() as host:
         trainer.replay()
