@@ -55,8 +55,8 @@ class KeyedDropout(nn.Module):
         self.index = index
 
     def forward(self, x, key=None, p=None):
-        if not self.training:
-            return x
+        if not self.training or (p is None and self.p == 0):
+            return x  # at rate 0 the mask keeps everything: x * 1 / 1 is x, bit for bit
         if key is None:
             return F.dropout(x, self.p if p is None else float(p), training=True)
         # a fill, not torch.tensor: no host-to-device copy, so no sync on a GPU (and none inside a
