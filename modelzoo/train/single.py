@@ -148,8 +148,8 @@ def train_epoch(model: ZooModel, optimizer: torch.optim.Optimizer,
     """One epoch of one model over ``batches`` (int64 [steps, batch] indices into x [N, ...],
     y [N]); step i draws its dropout / augmentation key from global step ``first_step + i``."""
     model.train()
-    for i, idx in enumerate(batches):
-        key = step_keys(root, first_step + i)[0]
+    keys = step_keys(root, torch.arange(first_step, first_step + len(batches), device=root.device))
+    for idx, key in zip(batches, keys):
         xb = x[idx]
         if config.augment:
             xb = augment_batch(xb, key, config.augment)
