@@ -65,21 +65,21 @@ def test_graphed_step_asks_nothing_of_the_host(arch, kwargs, shape, options, mix
     assert host.found == []
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_population_step_asks_nothing_of_the_host(optimizer):
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_population_step_asks_nothing_of_the_host(kind):
     """The population's step as ``train_population`` captures it: per-model keyed dropout at
     mixed rates, the gradients, the flat-buffer update with some models inactive."""
-    configs = [TrainingConfig(seed=s, dropout=[0.0, 0.5][s % 2], optimizer=optimizer, lr=1e-3,
+    configs = [TrainingConfig(seed=s, dropout=[0.0, 0.5][s % 2], optimizer=kind, lr=1e-3,
                               weight_decay=1e-4, momentum=0.9, batch_size=4) for s in range(16)]
     models = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
     names = [e.name for e in Layout.of(models[0]).entries]
     params = {n: torch.stack([m.state_dict()[n] for m in models]) for n in names}
-    optimizer_ = PopulationOptimizer(params, configs)
+    optimizer = PopulationOptimizer(params, configs)
     rates = torch.tensor([c.dropout for c in configs])
     train_step, _ = population_forwards("cnn_s", models[0], params, rates)
     x, y = torch.randn(16, 4, 1, 28, 28), torch.randint(10, (16, 4))
     keys = step_keys(seed_roots([c.seed for c in configs]), 1)
     active = torch.arange(16) % 3 != 0
     with HostRequests() as host:
-        optimizer_.step(train_step(x, y, keys), active)
+        optimizer.step(train_step(x, y, keys), active)
     assert host.found == []

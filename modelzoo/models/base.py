@@ -59,8 +59,8 @@ class KeyedDropout(nn.Module):
             return x  # at rate 0 the mask keeps everything: x * 1 / 1 is x, bit for bit
         if key is None:
             return F.dropout(x, self.p if p is None else float(p), training=True)
-        # a fill, not torch.tensor: no host-to-device copy, so no sync on a GPU (and none inside a
-        # CUDA graph's capture, where it is not allowed)
+        # a fill, not torch.tensor: no host-to-device copy, so no sync on a GPU and no failure
+        # inside a CUDA graph's capture (pytorch/pytorch#168991)
         rate = p.to(x.dtype) if p is not None else \
             torch.full((), self.p, dtype=x.dtype, device=x.device)
         keep = keyed_keep(key, self.index, x.shape, rate)
