@@ -117,12 +117,11 @@ def alone_rate(root: Path, n: int) -> float:
 def cnn_s_population(configs: list) -> tuple[torch.nn.Module, dict[str, torch.Tensor], object]:
     """A CNN-s population of ``configs`` on the device: the template model, the stacked
     parameters {name: [P, ...]} and their ``PopulationOptimizer`` (which holds them)."""
-    from modelzoo.train.population import PopulationOptimizer
+    from modelzoo.train.population import PopulationOptimizer, stack_states
     from modelzoo.train.single import build_model
 
     models = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
-    params = {n: torch.stack([m.state_dict()[n] for m in models]).to(DEVICE)
-              for n in models[0].state_dict()}
+    params = {n: t.to(DEVICE) for n, t in stack_states([m.state_dict() for m in models]).items()}
     return models[0].to(DEVICE), params, PopulationOptimizer(params, configs)
 
 
@@ -210,12 +209,12 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     return out
 
 
-def population_drift(reference: bool = False) -> list[float]:
-    """Per model of a 32-model CNN-s population (lr x init x dropout): max |w_pop - w_alone| /
-    layer scale after 2 epochs on the device. ``reference``: instead, the same model trained
-    alone twice, the second time with the convolution library off (cuDNN on a GPU, oneDNN on a
-    CPU; PyTorch's own convolutions then): how far two equally valid float32 computations of one
-    model part, the scale against which the population's drift is read."""
+def population_drift() -> dict[str, list[float]]:
+    """Per model of a 32-model CNN-s population (lr x init x dropout), max |dw| / layer scale after
+    2 epochs on the device, of each model trained alone against: the population (two runs: do
+    they repeat?) and the same model alone with the convolution library off (cuDNN on a GPU,
+    oneDNN on a CPU; PyTorch's own convolutions then), how far two equally valid float32
+    computations of one model part, the scale against which the population's drift is read."""
     from modelzoo.archive.layout import Layout
     from modelzoo.data import create_dataset
     from modelzoo.specs import TrainingConfig
@@ -227,14 +226,20 @@ def population_drift(reference: bool = False) -> list[float]:
     data = small(create_dataset("digits"))
     configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32]
     layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
-    alone = [train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE) for c in configs]
-    if reference:
-        library = torch.backends.cudnn if DEVICE.startswith("cuda") else torch.backends.mkldnn
-        with library.flags(enabled=False):
-            others = [train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE) for c in configs]
-    else:
-        others = train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
-    return [max_relative_drift(a.states, b.states, layout) for a, b in zip(alone, others)]
+
+    def alone():
+        return [train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE) for c in configs]
+
+    reference = alone()
+    others = {f"population vs alone, run {run}":
+              train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
+              for run in (1, 2)}
+    name, library = ("cuDNN", torch.backends.cudnn) if DEVICE.startswith("cuda") else \
+        ("oneDNN", torch.backends.mkldnn)
+    with library.flags(enabled=False):
+        others[f"alone vs alone with {name} off"] = alone()
+    return {label: [max_relative_drift(a.states, b.states, layout)
+                    for a, b in zip(reference, runs)] for label, runs in others.items()}
 
 
 def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None = None,
@@ -483,11 +488,8 @@ def main() -> None:
             rows.append(("MNIST-Seed 1000 x 50 epochs (extrapolated)", f"{full / 60:.1f} min"))
 
         def drift():
-            library = "cuDNN" if DEVICE.startswith("cuda") else "oneDNN"
-            for label, reference in (("population vs alone, run 1", False),
-                                     ("population vs alone, run 2", False),  # repeatable?
-                                     (f"alone vs alone with {library} off", True)):
-                drifts = np.array(population_drift(reference))
+            for label, drifts in population_drift().items():
+                drifts = np.array(drifts)
                 rows.append((f"{label}, 2 epochs (32 models)",
                              f"max |dw| / layer scale = {drifts.max():.1e} (model "
                              f"{drifts.argmax()}); {(drifts > 1e-4).sum()} of 32 above 1e-4; "

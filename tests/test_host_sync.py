@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from modelzoo.archive import Layout
 from modelzoo.specs import TrainingConfig
 from modelzoo.train.graphed import GraphedTrainer
-from modelzoo.train.population import PopulationOptimizer, population_forwards
+from modelzoo.train.population import PopulationOptimizer, population_forwards, stack_states
 from modelzoo.train.single import build_model, seed_roots, step_keys
 
 HOST_OPS = {"aten.lift_fresh.default", "aten.lift_fresh_copy.default",
@@ -72,8 +71,7 @@ def test_population_step_asks_nothing_of_the_host(kind):
     configs = [TrainingConfig(seed=s, dropout=[0.0, 0.5][s % 2], optimizer=kind, lr=1e-3,
                               weight_decay=1e-4, momentum=0.9, batch_size=4) for s in range(16)]
     models = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
-    names = [e.name for e in Layout.of(models[0]).entries]
-    params = {n: torch.stack([m.state_dict()[n] for m in models]) for n in names}
+    params = stack_states([m.state_dict() for m in models])
     optimizer = PopulationOptimizer(params, configs)
     rates = torch.tensor([c.dropout for c in configs])
     train_step, _ = population_forwards("cnn_s", models[0], params, rates)

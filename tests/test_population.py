@@ -24,7 +24,7 @@ from modelzoo.train.grouped import (
     grouped_network,
     shared_input_network,
 )
-from modelzoo.train.population import train_population, train_population_groups
+from modelzoo.train.population import stack_states, train_population, train_population_groups
 from modelzoo.train.single import build_model, train_model
 
 
@@ -161,10 +161,9 @@ def test_shared_input(arch, kwargs, shape):
     configs = [TrainingConfig(seed=s, activation="tanh") for s in range(1, 33)]
     models = [build_model(arch, kwargs, c) for c in configs]
     x = torch.randn(5, *shape)
-    names = list(models[0].state_dict())
 
     def population_output(n, copies=False, fused=False):
-        params = {k: torch.stack([m.state_dict()[k] for m in models[:n]]) for k in names}
+        params = stack_states([m.state_dict() for m in models[:n]])
         network = grouped_network(models[0], params).eval()
         if fused:
             network = shared_input_network(network).eval()
@@ -201,8 +200,8 @@ def test_unfolded_training_convolutions(arch, kwargs, shape):
     x = torch.randn(4, n_models * shape[0], *shape[1:])
 
     def outputs_and_grads(unfold):
-        params = {k: torch.stack([m.state_dict()[k] for m in models]).requires_grad_(True)
-                  for k in models[0].state_dict()}
+        params = {k: t.requires_grad_(True) for k, t in
+                  stack_states([m.state_dict() for m in models]).items()}
         network = grouped_network(models[0], params, unfold=unfold).train()
         out = network(x)  # [B, P, classes]
         grads = torch.autograd.grad(out.square().sum(), list(params.values()))

@@ -9,7 +9,7 @@ import torch
 from modelzoo.data import create_dataset
 from modelzoo.runtime import keep_freed_memory
 from modelzoo.specs import TrainingConfig
-from modelzoo.train.population import PopulationOptimizer, population_forwards
+from modelzoo.train.population import PopulationOptimizer, population_forwards, stack_states
 from modelzoo.train.single import build_model
 
 
@@ -23,7 +23,7 @@ def test_population_steps_reuse_freed_memory():
     data = create_dataset("digits")
     configs = [TrainingConfig(seed=s, activation="tanh") for s in range(n_models)]
     models = [build_model("cnn_s", {"in_channels": 1}, c) for c in configs]
-    params = {n: torch.stack([m.state_dict()[n] for m in models]) for n in models[0].state_dict()}
+    params = stack_states([m.state_dict() for m in models])
     optimizer = PopulationOptimizer(params, configs)
     train_step, _ = population_forwards("cnn_s", models[0], params, torch.zeros(n_models))
     index = torch.randint(len(data.train), (n_models, 10))

@@ -60,6 +60,12 @@ class GroupedConv2d(nn.Module):
         """Every model's filters as columns: [C*k*k, P*O]."""
         return self.weight.flatten(0, 1).flatten(1).t()
 
+    def activation(self, rows: torch.Tensor, batch: int, out_hw: list[int]) -> torch.Tensor:
+        """Output rows [B*H'*W', P*O] (channels_last order) as the activation [B, P*O, H', W'] in
+        ``memory_format`` (a copy only where that is NCHW)."""
+        return rows.view(batch, *out_hw, -1).permute(0, 3, 1, 2).contiguous(
+            memory_format=self.memory_format)
+
     def patch_view(self, x: torch.Tensor, out_hw: list[int] | None = None,
                    stride: tuple[int, int] | None = None, shifts: int = 1) -> torch.Tensor:
         """The convolution patches of ``x`` [B, C, H, W] (after this layer's zero padding, the
@@ -99,8 +105,7 @@ class GroupedConv2d(nn.Module):
         out = patches.reshape(-1, len(filters)) @ filters
         if self.bias is not None:  # after the product, so SharedConvPool's floats equal these
             out += self.bias.flatten()
-        return out.view(batch, *out_hw, -1).permute(0, 3, 1, 2).contiguous(
-            memory_format=self.memory_format)
+        return self.activation(out, batch, out_hw)
 
     def unfold_forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, P*C, H, W] -> [B, P*O, H', W'] as every model's patches [P, C*k*k, B*H'*W'] times its
@@ -160,8 +165,7 @@ class SharedConvPool(nn.Module):
             pooled = out if pooled is None else torch.maximum(pooled, out, out=pooled)
         if conv.bias is not None:
             pooled += conv.bias.flatten()
-        return pooled.view(batch, pool_h, pool_w, -1).permute(0, 3, 1, 2).contiguous(
-            memory_format=conv.memory_format)
+        return conv.activation(pooled, batch, [pool_h, pool_w])
 
     @staticmethod
     def fits(conv: nn.Module, pool: torch.fx.Node, root: nn.Module) -> bool:

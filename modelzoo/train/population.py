@@ -88,6 +88,11 @@ def auto_population_size(arch: str, arch_kwargs: dict, config: TrainingConfig,
     return max(POPULATION_MULTIPLE, size - size % POPULATION_MULTIPLE)  # no padding when full
 
 
+def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-model states {name: tensor} stacked by name: {name: [P, ...]}, in the first's order."""
+    return {name: torch.stack([state[name] for state in states]) for name in states[0]}
+
+
 def train_population_groups(arch: str, arch_kwargs: dict, configs: list[TrainingConfig],
                             data: DataSplits, device: str = "cpu",
                             population_size: int | None = None,
@@ -225,12 +230,9 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
     models = [build_model(arch, arch_kwargs, c) for c in configs[:n_real]]
     models += [models[0]] * pad
     layout = Layout.of(models[0])
-    names = [e.name for e in layout.entries]
-    if initial is None:
-        params = {n: torch.stack([m.state_dict()[n] for m in models]).to(device) for n in names}
-    else:
-        starts = [layout.unflatten(row) for row in initial]
-        params = {n: torch.stack([s[n] for s in starts]).to(device) for n in names}
+    states = [m.state_dict() for m in models] if initial is None else \
+        [layout.unflatten(row) for row in initial]
+    params = {name: stacked.to(device) for name, stacked in stack_states(states).items()}
     template = models[0].to(device)
     keep = None
     if masks is not None:
@@ -253,7 +255,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
 
     def record():
         recorder.add_splits(
-            optimizer.flat.detach().cpu().numpy().copy(),  # rows: the models' flat states
+            optimizer.flat.detach().to("cpu", copy=True).numpy(),  # rows: models' flat states
             {name: evaluate_population(forward_shared, n_models, split, eval_sample_elements)
              for name, split in splits.items()})
 
