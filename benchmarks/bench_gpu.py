@@ -9,7 +9,8 @@ alone is about 2 minutes on an H200): ``--sections`` splits the work between cal
 Writes MNIST-shaped IDX files itself (60k train + 10k test 28x28 images: scikit-learn digits
 scaled up, shifted and noised), then measures, each in the same process or a child of it:
 - profile: a ``--models`` CNN-s population's training step (a replayed CUDA graph) in each conv
-  layout and with the convolutions unfolded, and its evaluation (input read once or copied);
+  layout and with each of the GPU's conv kernel options (``CONV_KERNELS``: grouped, unfold,
+  depthwise), and its evaluation (input read once or copied; each kernel option);
 - one at a time: ``train_model`` of MNIST-Seed configs on that data, model-epochs/s;
 - ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 0 and
   ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
@@ -23,7 +24,7 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
   the whole step as one CUDA graph, and four trained at once on four CUDA streams (eager, graphed);
 - ``hyperrep train`` on a CNN-s zoo: tokens/s and model FLOP utilisation (6 x params x tokens);
 - ``pytest tests/test_gpu.py`` (correctness on the GPU, every zoo kind with --device cuda);
-- kernels: the population's training step (grouped and unfolded) and evaluation under the
+- kernels: the population's training step (each conv kernel option) and evaluation under the
   profiler, kernels by time.
 Prints one table last.
 """
@@ -127,13 +128,13 @@ def cnn_s_population(configs: list) -> tuple[torch.nn.Module, dict[str, torch.Te
 
 def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, float]:
     """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (a
-    replayed CUDA graph) with conv activations channels_last and NCHW, and with the training
-    convolutions as unfolded patches x batched matmul (``unfold``), seconds per evaluation of
-    the test split with the input read once (as ``zoo generate`` evaluates), as P copies (as
-    before) and unfolded, and seconds per evaluation of all splits."""
+    replayed CUDA graph) with conv activations channels_last and NCHW, and in NCHW with each
+    ``CONV_KERNELS`` option for the per-model convolutions; seconds per evaluation of the test
+    split with the input read once (as ``zoo generate`` evaluates), as P copies (as before) and
+    with each kernel option, and seconds per evaluation of all splits."""
     from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
-    from modelzoo.train.grouped import conv_layout
+    from modelzoo.train.grouped import CONV_KERNELS, conv_kernels, conv_layout
     from modelzoo.train.population import (
         activation_elements,
         capture_step,
@@ -161,24 +162,24 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         return 1000 * (time.perf_counter() - start) / steps
 
     out = {}
-    evaluations = {}  # layout: forward_shared
+    evaluations = {}  # variant: forward_shared
+    variants = [("channels_last, grouped", torch.channels_last, "grouped")] + \
+        [(f"NCHW, {kernels}", torch.contiguous_format, kernels) for kernels in CONV_KERNELS]
     with exact_float32():
-        for layout, memory_format, unfold in (
-                ("channels_last", torch.channels_last, False),
-                ("NCHW", torch.contiguous_format, False),
-                ("NCHW, convolutions as unfold + bmm", torch.contiguous_format, True)):
-            train_step, evaluations[layout] = population_forwards(
+        for variant, memory_format, kernels in variants:
+            train_step, evaluations[variant] = population_forwards(
                 "cnn_s", template, params, torch.zeros(models, device=DEVICE), memory_format,
-                unfold)
+                kernels)
 
             def step(train_step=train_step):
                 optimizer.step(train_step(x[idx], y[idx], key), active)
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
-            out[f"ms per training step ({layout}, CUDA graph)"] = ms_per_step(graphed)
-        forward_shared = evaluations[  # as zoo generate evaluates
-            {torch.channels_last: "channels_last",
-             torch.contiguous_format: "NCHW"}[conv_layout(torch.device(DEVICE))]]
+            out[f"ms per training step ({variant}, CUDA graph)"] = ms_per_step(graphed)
+        device = torch.device(DEVICE)
+        default = "{}, {}".format("NCHW" if conv_layout(device) == torch.contiguous_format
+                                  else "channels_last", conv_kernels(device))
+        forward_shared = evaluations[default]  # as zoo generate evaluates
         template.eval()
         per_sample = activation_elements(template, splits["test"].x[:1])
         template.train()
@@ -187,16 +188,12 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         def forward_copies(xb):
             return forward_shared(xb.repeat(1, models, 1, 1))
 
-        unfolded = evaluations["NCHW, convolutions as unfold + bmm"]
-        for label, forward, elements in (
-                ("input read once", forward_shared, per_sample),
-                ("P copies", forward_copies, per_sample),
-                # conv2's patches and their batched copy: about 10x the activations
-                ("input read once, later convolutions unfolded", unfolded, 10 * per_sample)):
+        for label, forward in [(f"input read once, {variant}", evaluations[variant])
+                               for variant, *_ in variants] + [("P copies", forward_copies)]:
             forward(test.x[:2])  # warm-up
             sync()
             start = time.perf_counter()
-            evaluate_population(forward, models, test, elements)
+            evaluate_population(forward, models, test, per_sample)
             sync()
             out[f"s per evaluation of the test split (10k images, {label})"] = \
                 time.perf_counter() - start
@@ -205,7 +202,8 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
         for split in splits.values():
             evaluate_population(forward_shared, models, split, per_sample)
         sync()
-        out["s per evaluation of all splits (70k images)"] = time.perf_counter() - start
+        out[f"s per evaluation of all splits (70k images, {default})"] = \
+            time.perf_counter() - start
     return out
 
 
@@ -343,8 +341,8 @@ def gpu_busy_fraction(fn) -> float:
 
 def population_kernels(models: int, part: str, steps: int = 5) -> str:
     """The kernels of a ``models``-CNN-s population by total time (the device's default layout):
-    ``part`` "step" (``steps`` eager training steps on batches of 10), "step-unfold" (the same with
-    the convolutions as patches x batched matmul) or "evaluation" (10k images, as ``zoo
+    ``part`` "step-<kernels>" (``steps`` eager training steps on batches of 10, the per-model
+    convolutions with that ``CONV_KERNELS`` option) or "evaluation" (10k images, as ``zoo
     generate`` evaluates a split)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -360,7 +358,8 @@ def population_kernels(models: int, part: str, steps: int = 5) -> str:
     template, params, optimizer = cnn_s_population(
         [TrainingConfig(seed=s, epochs=1, batch_size=10, activation="tanh") for s in range(models)])
     train_step, forward_shared = population_forwards(
-        "cnn_s", template, params, torch.zeros(models, device=DEVICE), unfold=part == "step-unfold")
+        "cnn_s", template, params, torch.zeros(models, device=DEVICE),
+        kernels=part.removeprefix("step-") if part.startswith("step-") else None)
     if part == "evaluation":
         split = Split(torch.randn(10_000, 1, 28, 28, device=DEVICE),
                       torch.randint(10, (10_000,), device=DEVICE))
@@ -515,7 +514,9 @@ def main() -> None:
                              f"{busy_text}"))
 
         def kernels():
-            for part in ("step", "step-unfold", "evaluation"):
+            from modelzoo.train.grouped import CONV_KERNELS
+
+            for part in [f"step-{kernels}" for kernels in CONV_KERNELS] + ["evaluation"]:
                 print(f"population of {args.models}, kernels of the {part}:", flush=True)
                 print(population_kernels(args.models, part), flush=True)
 
@@ -537,10 +538,11 @@ def main() -> None:
             for k, v in measured.items():
                 rows.append((f"population of {args.models}: {k}", f"{v:.3f}"))
             step_ms = min(v for k, v in measured.items() if k.startswith("ms per training step"))
-            eval_s = measured["s per evaluation of all splits (70k images)"]
+            eval_s = 7 * min(v for k, v in measured.items() if "of the test split" in k)
             minutes = (5000 * step_ms / 1000 + eval_s) * 50 * 1000 / args.models / 60
-            rows.append(("MNIST-Seed 1000 x 50 epochs (from these, the faster layout: 5,000 steps "
-                         "+ one evaluation per epoch)", f"{minutes:.0f} min"))
+            rows.append(("MNIST-Seed 1000 x 50 epochs (from the fastest step and the fastest "
+                         "test-split evaluation x 7 for 70k images: 5,000 steps + one evaluation "
+                         "per epoch)", f"{minutes:.0f} min"))
 
         measurements = {"profile": profile, "drift": drift, "tests": tests, "resnet18": resnet,
                         "hyperrep": hyperrep, "alone": one_at_a_time, "generate": zoo_generate,

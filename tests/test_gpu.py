@@ -17,6 +17,7 @@ import yaml
 from modelzoo.archive.layout import Layout
 from modelzoo.data import create_dataset
 from modelzoo.specs import TrainingConfig
+from modelzoo.train.grouped import CONV_KERNELS
 from modelzoo.train.population import train_population
 from modelzoo.train.single import build_model, train_model
 from tests.conftest import run_cli
@@ -48,6 +49,25 @@ def test_gpu_population_equals_alone():
         assert drift <= (GPU_BOUND if i in (0, 5, 10, 15, 21, 31) else GPU_WORST_BOUND), i
         np.testing.assert_allclose(alone.metrics["test_acc"], population[i].metrics["test_acc"],
                                    atol=1e-2 + 1e-6)
+
+
+@pytest.mark.parametrize("kernels", CONV_KERNELS)
+def test_gpu_conv_kernels_train_the_cpu_population(kernels, monkeypatch):
+    """Each way of running the per-model convolutions on the GPU (``CONV_KERNELS``) trains a
+    mixed 16-model population like the CPU (where population and alone are bit-identical), and
+    its evaluation, in chunks sized from measured memory, scores it alike."""
+    from modelzoo.train import grouped
+
+    monkeypatch.setattr(grouped, "conv_kernels", lambda device: kernels)
+    data = small(create_dataset("digits"))
+    configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32[:16]]
+    layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))
+    cpu = train_population("cnn_s", {"in_channels": 1}, configs, data, "cpu")
+    gpu = train_population("cnn_s", {"in_channels": 1}, configs, data, "cuda")
+    drifts = [max_relative_drift(a.states, b.states, layout) for a, b in zip(cpu, gpu)]
+    assert max(drifts) <= GPU_WORST_BOUND and np.median(drifts) <= GPU_BOUND, drifts
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(a.metrics["test_acc"], b.metrics["test_acc"], atol=1e-2 + 1e-6)
 
 
 SMALL_ZOOS = {

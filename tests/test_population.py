@@ -185,34 +185,43 @@ def test_shared_input(arch, kwargs, shape):
                        population_output(32, copies=True))
 
 
+@pytest.mark.parametrize("kernels", ["unfold", "depthwise"])
 @pytest.mark.parametrize("arch, kwargs, shape", [
     ("cnn_s", {"in_channels": 1}, (1, 28, 28)),
     ("unterthiner_cnn", {"in_channels": 1}, (1, 28, 28)),
     ("unterthiner_cnn", {"in_channels": 1, "padding": "same"}, (1, 28, 28)),
     ("cnn_l", {"in_channels": 3}, (3, 32, 32)),
 ])
-def test_unfolded_training_convolutions(arch, kwargs, shape):
-    """Convolutions as patches x one batched matmul (``unfold=True``, a GPU option) compute the
-    grouped convolutions' outputs and weight gradients to float rounding."""
+def test_gpu_conv_kernels_compute_the_grouped_convolutions(arch, kwargs, shape, kernels):
+    """The GPU options for per-model convolutions (patches x one batched matmul; one depthwise
+    convolution summed over each model's channels) compute the grouped convolutions' outputs
+    and weight gradients to float rounding, in training and in evaluation."""
     n_models = 6
     models = [build_model(arch, kwargs, TrainingConfig(seed=s, activation="tanh"))
               for s in range(n_models)]
     x = torch.randn(4, n_models * shape[0], *shape[1:])
 
-    def outputs_and_grads(unfold):
+    def outputs_and_grads(kernels):
         params = {k: t.requires_grad_(True) for k, t in
                   stack_states([m.state_dict() for m in models]).items()}
-        network = grouped_network(models[0], params, unfold=unfold).train()
+        network = grouped_network(models[0], params, kernels=kernels).train()
         out = network(x)  # [B, P, classes]
         grads = torch.autograd.grad(out.square().sum(), list(params.values()))
         with torch.no_grad():
             evaluated = network.eval()(x)
         return out, grads, evaluated
 
-    out, grads, evaluated = outputs_and_grads(False)
-    out_unfolded, grads_unfolded, evaluated_unfolded = outputs_and_grads(True)
+    out, grads, evaluated = outputs_and_grads("grouped")
+    out_other, grads_other, evaluated_other = outputs_and_grads(kernels)
     assert out.shape == (4, n_models, out.shape[-1])
-    torch.testing.assert_close(out_unfolded, out, rtol=0, atol=1e-5)
-    torch.testing.assert_close(evaluated_unfolded, evaluated, rtol=0, atol=1e-5)
-    for grad, unfolded in zip(grads, grads_unfolded, strict=True):
-        torch.testing.assert_close(unfolded, grad, rtol=1e-4, atol=1e-4 * float(grad.abs().max()))
+    torch.testing.assert_close(out_other, out, rtol=0, atol=1e-5)
+    torch.testing.assert_close(evaluated_other, evaluated, rtol=0, atol=1e-5)
+    for grad, other in zip(grads, grads_other, strict=True):
+        torch.testing.assert_close(other, grad, rtol=1e-4, atol=1e-4 * float(grad.abs().max()))
+
+
+def test_unknown_conv_kernels_are_refused():
+    model = build_model("cnn_s", {"in_channels": 1}, TrainingConfig(seed=0))
+    params = stack_states([model.state_dict()] * 2)
+    with pytest.raises(ValueError, match="conv kernels 'winograd'"):
+        grouped_network(model, params, kernels="winograd")

@@ -29,6 +29,12 @@ from torch.func import vmap
 from modelzoo.models.base import KeyedDropout, keyed_keep
 
 GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_cnn"})
+# How a GroupedConv2d convolves per-model inputs [B, P*C, H, W] (a shared input is always one
+# matrix product): "grouped", one convolution with groups=P (oneDNN on a CPU, cuDNN on a GPU);
+# "unfold", each model's patches x its filters in one batched matmul; "depthwise", one depthwise
+# convolution of every input channel summed over each model's channels. The last two are GPU
+# options, aimed at cuDNN's one-group-at-a-time kernels (BENCHMARKS.md).
+CONV_KERNELS = ("grouped", "unfold", "depthwise")
 
 
 class GroupedConv2d(nn.Module):
@@ -36,7 +42,8 @@ class GroupedConv2d(nn.Module):
     [P, O, C, k, k]."""
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
-                 memory_format: torch.memory_format = torch.channels_last, unfold: bool = False):
+                 memory_format: torch.memory_format = torch.channels_last,
+                 kernels: str = "grouped"):
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("grouped populations need plain convolutions (groups 1, zero padding "
@@ -44,7 +51,9 @@ class GroupedConv2d(nn.Module):
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight, self.bias = weight, bias  # the population's live tensors, not copies
         self.memory_format = memory_format
-        self.unfold = unfold  # per-model inputs as unfolded patches x batched matmul
+        if kernels not in CONV_KERNELS:
+            raise ValueError(f"conv kernels {kernels!r}: choose from {', '.join(CONV_KERNELS)}")
+        self.kernels = kernels  # how per-model inputs are convolved: see CONV_KERNELS
 
     def out_size(self, height: int, width: int) -> list[int]:
         """[H', W'] of the convolution of a [.., height, width] input."""
@@ -87,8 +96,10 @@ class GroupedConv2d(nn.Module):
         """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
         if self.shares(x):
             return self.shared_forward(x)
-        if self.unfold:
+        if self.kernels == "unfold":
             return self.unfold_forward(x)
+        if self.kernels == "depthwise" and self.weight.shape[2] > 1:
+            return self.depthwise_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=self.memory_format), self.weight.flatten(0, 1),
                         bias, self.stride, self.padding, self.dilation, groups=len(self.weight))
@@ -130,6 +141,22 @@ class GroupedConv2d(nn.Module):
         return out.view(n_models, out_channels, batch, *out_hw).permute(2, 0, 1, 3, 4) \
             .reshape(batch, n_models * out_channels, *out_hw).contiguous(
                 memory_format=self.memory_format)
+
+
+    def depthwise_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, P*C, H, W] -> [B, P*O, H', W'] as one depthwise convolution, each of the P*C input
+        channels with its model's O filters of that channel ([B, P*C*O, H', W'], C times the
+        output), summed over each model's C channels. PyTorch runs a float32 NCHW depthwise
+        convolution on a GPU as one kernel for all channels, forward and backward, where cuDNN
+        runs a grouped convolution of few channels per group one group at a time."""
+        n_models, out_channels, in_channels = self.weight.shape[:3]
+        weight = self.weight.transpose(1, 2).reshape(-1, 1, *self.weight.shape[-2:])  # (p, c, o)
+        each = F.conv2d(x.contiguous(memory_format=self.memory_format), weight, None, self.stride,
+                        self.padding, self.dilation, groups=n_models * in_channels)
+        out = each.unflatten(1, (n_models, in_channels, out_channels)).sum(2).flatten(1, 2)
+        if self.bias is not None:
+            out = out + self.bias.flatten()[:, None, None]
+        return out.contiguous(memory_format=self.memory_format)
 
 
 class SharedConvPool(nn.Module):
@@ -236,6 +263,12 @@ def conv_layout(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
+def conv_kernels(device: torch.device) -> str:
+    """The default ``CONV_KERNELS`` entry on ``device``: "grouped" on every device until the GPU
+    options are measured against it (``python -m benchmarks.bench_gpu --sections profile``)."""
+    return "grouped"
+
+
 class _GroupedTracer(torch.fx.Tracer):
     """Traces a grouped network's forward, keeping the grouped layers as calls."""
 
@@ -276,20 +309,22 @@ def shared_input_network(network: nn.Module) -> nn.Module:
 
 def grouped_network(template: nn.Module, params: dict[str, torch.Tensor],
                     memory_format: torch.memory_format | None = None,
-                    unfold: bool = False) -> nn.Module:
+                    kernels: str | None = None) -> nn.Module:
     """A copy of ``template`` whose layers compute all P models in ``params`` ({name: [P, ...]}).
 
     The network holds ``params``' tensors themselves, so in-place optimiser updates reach it.
     ``memory_format``: the conv activations' layout (default: ``conv_layout`` of their device).
-    ``unfold``: convolutions of per-model inputs as patches x one batched matmul
-    (``GroupedConv2d.unfold_forward``; ``benchmarks/bench_gpu.py`` times it on a GPU).
+    ``kernels``: how convolutions of per-model inputs run, one of ``CONV_KERNELS`` (default:
+    ``conv_kernels`` of the device; ``benchmarks/bench_gpu.py`` times each on a GPU).
     """
-    memory_format = memory_format or conv_layout(next(iter(params.values())).device)
+    device = next(iter(params.values())).device
+    memory_format = memory_format or conv_layout(device)
+    kernels = kernels or conv_kernels(device)
     network = copy.deepcopy(template)
     for name, module in list(network.named_modules()):
         if isinstance(module, nn.Conv2d):
             grouped = GroupedConv2d(module, params[f"{name}.weight"], params.get(f"{name}.bias"),
-                                    memory_format, unfold)
+                                    memory_format, kernels)
         elif isinstance(module, nn.Linear):
             grouped = GroupedLinear(params[f"{name}.weight"], params.get(f"{name}.bias"))
         elif isinstance(module, KeyedDropout):

@@ -51,6 +51,8 @@ CPU_MEMORY_BUDGET = 32 << 20
 MAX_POPULATION = 4096
 POPULATION_MULTIPLE = 16  # populations are padded to this many models (bit-identical results)
 CPU_EVAL_ELEMENTS = 1 << 22
+EVAL_PROBE_IMAGES = 16  # a GPU evaluation's chunks are sized from this many images' peak memory
+GPU_EVAL_MEMORY_SHARE = 0.5
 
 
 def group_key(config: TrainingConfig) -> tuple:
@@ -344,8 +346,8 @@ def _apply_masks(params: dict[str, torch.Tensor], keep: dict[str, torch.Tensor])
 
 def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, torch.Tensor],
                         dropout_p: torch.Tensor,
-                        memory_format: torch.memory_format | None = None, unfold: bool = False,
-                        ) -> tuple[Callable, Callable]:
+                        memory_format: torch.memory_format | None = None,
+                        kernels: str | None = None) -> tuple[Callable, Callable]:
     """The two computations a population needs, for ``params`` {name: [P, ...]} (updated in place):
 
     - ``train_step(x [P, B, ...], y [P, B], keys [P])`` -> gradients [P, ...] (``params`` order) of each
@@ -353,15 +355,15 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     - ``forward_shared(x [b, ...])`` -> log-probabilities [P, b, classes] in eval mode.
 
     Architectures in ``GROUPED_ARCHITECTURES`` run as one grouped network with autograd (conv
-    activations in ``memory_format``, by default the device's faster one; ``unfold``: per-model
-    convolutions as patches x batched matmul, see ``grouped_network``); the others under
+    activations in ``memory_format``, by default the device's faster one; ``kernels``: how
+    per-model convolutions run, see ``grouped_network``); the others under
     ``torch.func.vmap`` over ``functional_call``.
     """
     n_models = len(dropout_p)
     if arch in GROUPED_ARCHITECTURES:
         # leaves share storage with ``params``, so in-place optimiser updates reach the network
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        network = grouped_network(template, leaves, memory_format, unfold)
+        network = grouped_network(template, leaves, memory_format, kernels)
         evaluator = shared_input_network(network)
         rates = dropout_p if bool((dropout_p > 0).any()) else None  # None: skip the masks
 
@@ -401,12 +403,28 @@ def population_forwards(arch: str, template: torch.nn.Module, params: dict[str, 
     return train_step, forward_shared
 
 
-def eval_elements(device: torch.device) -> int:
-    """Activation elements (float32) one evaluation chunk may hold: 4M on a CPU (cache-sized),
-    on a GPU a sixteenth of the free memory's bytes."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] // 16)
-    return CPU_EVAL_ELEMENTS
+def eval_batch(forward_shared: Callable, n_models: int, split: Split, per_sample: int,
+               max_elements: int | None = None) -> int:
+    """Images per evaluation chunk of ``split``. On a CPU (or given ``max_elements``): P models x
+    chunk x ``per_sample`` activation elements within ``max_elements`` (default 4M, cache-sized,
+    BENCHMARKS.md). On a GPU: ``GPU_EVAL_MEMORY_SHARE`` of the memory the device can still give,
+    over the peak bytes per image of a measured forward of ``EVAL_PROBE_IMAGES`` images, so that
+    temporaries the activation count does not see (unfolded patches, the depthwise kernels'
+    per-channel outputs) are counted too."""
+    if max_elements is None and split.x.device.type == "cuda":
+        device = split.x.device
+        probe = split.x[:EVAL_PROBE_IMAGES]
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        forward_shared(probe)
+        per_image = max(1, torch.cuda.max_memory_allocated(device) - before) / max(1, len(probe))
+        free, _ = torch.cuda.mem_get_info(device)  # plus what the caching allocator holds unused
+        usable = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        batch = GPU_EVAL_MEMORY_SHARE * usable // per_image
+    else:
+        batch = (max_elements or CPU_EVAL_ELEMENTS) // (n_models * per_sample)
+    return int(max(1, min(len(split), batch)))
 
 
 @torch.no_grad()
@@ -415,11 +433,10 @@ def evaluate_population(forward_shared: Callable, n_models: int, split: Split, p
     """Per-model (mean NLL [P], accuracy [P]) on a whole split, the inputs shared by all models.
 
     ``forward_shared``: x [b, ...] -> log-probabilities [P, b, classes] (``population_forwards``);
-    ``per_sample``: activation elements of one model on one input (``activation_elements``), which
-    sizes the chunks so P models x chunk stay within ``max_elements`` (default ``eval_elements``).
+    ``per_sample``: activation elements of one model on one input (``activation_elements``);
+    chunks of images as ``eval_batch`` sizes them.
     """
-    max_elements = max_elements or eval_elements(split.x.device)
-    batch = int(max(1, min(len(split), max_elements // (n_models * per_sample))))
+    batch = eval_batch(forward_shared, n_models, split, per_sample, max_elements)
     loss = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
     correct = torch.zeros(n_models, dtype=torch.float64, device=split.x.device)
     for xb, yb in zip(split.x.split(batch), split.y.split(batch)):
