@@ -11,7 +11,8 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
 - profile: a ``--models`` CNN-s population's training step (a replayed CUDA graph) in each conv
   layout and with each of the GPU's conv kernel options (``CONV_KERNELS``: grouped, unfold,
   depthwise), and its evaluation (input read once or copied; each kernel option);
-- one at a time: ``train_model`` of MNIST-Seed configs on that data, model-epochs/s;
+- one at a time: ``train_model`` of MNIST-Seed configs on that data (each step one replayed CUDA
+  graph, as ``zoo generate`` trains one model at a time on a GPU), model-epochs/s;
 - ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 0 and
   ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
   seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
@@ -101,7 +102,7 @@ def alone_rate(root: Path, n: int) -> float:
     """Model-epochs/s of MNIST-Seed configs trained one at a time (1 epoch each, evaluated)."""
     from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
-    from modelzoo.train.single import train_model
+    from modelzoo.train.alone import train_model
 
     spec = parse_spec(mnist_seed_spec(n, 1))
     data = load_data(spec, root)
@@ -216,8 +217,9 @@ def population_drift() -> dict[str, list[float]]:
     from modelzoo.archive.layout import Layout
     from modelzoo.data import create_dataset
     from modelzoo.specs import TrainingConfig
+    from modelzoo.train.alone import train_model
     from modelzoo.train.population import train_population
-    from modelzoo.train.single import build_model, train_model
+    from modelzoo.train.single import build_model
     from tests.test_gpu import MIXED_32, max_relative_drift
     from tests.test_population import small
 
@@ -243,8 +245,9 @@ def population_drift() -> dict[str, list[float]]:
 def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None = None,
                         cudnn_benchmark: bool = False,
                         graphed: bool = False) -> tuple[float, float, float]:
-    """(images/s, TFLOP/s, GPU busy fraction) of ResNet-18 training as ``train_model`` does it on
-    the GPU, for ``models`` models trained at once, each in its own thread and CUDA stream (the
+    """(images/s, TFLOP/s, GPU busy fraction) of ResNet-18 training steps on the GPU (eager: the
+    reference loop ``train_epoch``; ``graphed``: as ``train_model`` trains on a GPU), for
+    ``models`` models trained at once, each in its own thread and CUDA stream (the
     "streams" way of several models per step; measured here before ``zoo generate`` uses it).
     ``compiled``: the model under ``torch.compile`` in this mode ("default", or "reduce-overhead":
     forward and backward replayed as CUDA graphs); ``graphed``: the whole step (with the update)
@@ -500,7 +503,8 @@ def main() -> None:
                         ("one model, torch.compile", dict(models=1, compiled="default")),
                         ("one model, torch.compile reduce-overhead (CUDA graphs)",
                          dict(models=1, compiled="reduce-overhead")),
-                        ("one model, whole step one CUDA graph (GraphedTrainer)",
+                        ("one model, whole step one CUDA graph (GraphedTrainer, as zoo "
+                         "generate trains)",
                          dict(models=1, graphed=True)),
                         ("4 models on 4 streams, each step one CUDA graph",
                          dict(models=4, graphed=True)),

@@ -25,8 +25,8 @@ from modelzoo.data import create_dataset
 from modelzoo.data.registry import Split
 from modelzoo.runtime import keep_freed_memory
 from modelzoo.specs import TrainingConfig
+from modelzoo.train.alone import train_model
 from modelzoo.train.population import auto_population_size, train_population_groups
-from modelzoo.train.single import train_model
 
 ARCHITECTURES = {  # name -> (model kwargs, data set, its options)
     "cnn_s": ({"in_channels": 1}, "digits", {}),

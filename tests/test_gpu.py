@@ -17,9 +17,10 @@ import yaml
 from modelzoo.archive.layout import Layout
 from modelzoo.data import create_dataset
 from modelzoo.specs import TrainingConfig
+from modelzoo.train.alone import train_model
 from modelzoo.train.grouped import CONV_KERNELS
 from modelzoo.train.population import train_population
-from modelzoo.train.single import build_model, train_model
+from modelzoo.train.single import build_model
 from tests.conftest import run_cli
 from tests.test_population import MIXED_32, small
 

@@ -2,6 +2,7 @@
 ``train_epoch`` trains: checked here on its eager path, on the CPU, against torch.nn + torch.optim.
 The CUDA capture itself runs in tests/test_gpu.py and benchmarks/bench_gpu.py."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,41 @@ def test_adam_with_a_schedule_is_refused():
         GraphedTrainer(build_model("cnn_s", {"in_channels": 1}, config), config,
                        torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64),
                        seed_roots([0]), 1)
+
+
+@pytest.mark.parametrize("fine_tune", [False, True])
+def test_train_model_records_the_same_through_the_graphed_step(monkeypatch, fine_tune):
+    """``train_model``'s GPU route (``GraphedTrainer``, run here eagerly on the CPU) records what
+    the reference loop records, bit for bit: CNN-s with Adam and keyed dropout, and fine-tuning
+    a pruned state (masks held at zero after every step)."""
+    from modelzoo.data import create_dataset
+    from modelzoo.train import alone
+    from tests.test_population import small
+
+    data = small(create_dataset("digits"), n_train=100)
+    config = TrainingConfig(seed=2, epochs=2, lr=1e-3, dropout=0.3, activation="tanh")
+    initial = mask = None
+    if fine_tune:
+        initial = alone.train_model("cnn_s", {"in_channels": 1}, config, data).states[-1]
+        mask = np.abs(initial) > np.median(np.abs(initial))
+    reference = alone.train_model("cnn_s", {"in_channels": 1}, config, data, "cpu", initial, mask)
+    monkeypatch.setattr(alone, "graphed_training", lambda config, device: True)
+    graphed = alone.train_model("cnn_s", {"in_channels": 1}, config, data, "cpu", initial, mask)
+    assert len(reference.states) == 3 and not np.array_equal(reference.states[0],
+                                                             reference.states[-1])
+    np.testing.assert_array_equal(graphed.states, reference.states)
+    assert graphed.metrics.keys() == reference.metrics.keys()
+    for name, values in reference.metrics.items():
+        np.testing.assert_array_equal(graphed.metrics[name], values, err_msg=name)
+    if fine_tune:
+        assert not graphed.states[:, ~mask].any()
+
+
+def test_adam_with_a_schedule_trains_eagerly_on_a_gpu():
+    from modelzoo.train.alone import graphed_training
+
+    cuda = torch.device("cuda")
+    assert graphed_training(TrainingConfig(seed=0, lr=1e-3), cuda)
+    assert graphed_training(TrainingConfig(seed=0, optimizer="sgd", schedule="onecycle"), cuda)
+    assert not graphed_training(TrainingConfig(seed=0, schedule="onecycle"), cuda)
+    assert not graphed_training(TrainingConfig(seed=0, lr=1e-3), torch.device("cpu"))

@@ -18,14 +18,19 @@ from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split, create_dataset
 from modelzoo.models import ZooModel, register_model
 from modelzoo.specs import TrainingConfig
+from modelzoo.train.alone import train_model
 from modelzoo.train.grouped import (
     GROUPED_ARCHITECTURES,
     SharedConvPool,
     grouped_network,
     shared_input_network,
 )
-from modelzoo.train.population import stack_states, train_population, train_population_groups
-from modelzoo.train.single import build_model, train_model
+from modelzoo.train.population import (
+    stack_states,
+    train_population,
+    train_population_groups,
+)
+from modelzoo.train.single import build_model
 
 
 def small(data: DataSplits, n_train=300, channels=None, size=None) -> DataSplits:

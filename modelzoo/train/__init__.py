@@ -1,14 +1,16 @@
 """Training zoo models. ``train_configs`` is the one entry point every feature calls (generate,
 sparsify, sampling, the Ray backend); underneath it:
 
-- ``single``: the reference loop, one model at a time (torch.nn + torch.optim);
+- ``alone``: one model at a time, ``train_model``: the reference loop of ``single`` (torch.nn +
+  torch.optim) on a CPU; on a GPU its step replayed as one CUDA graph (``graphed``);
 - ``population`` + ``grouped``: many models trained as one vectorised population;
 - ``tasks`` + ``objectives`` + ``losses``: the remote-sensing task objectives;
 - ``record``: the one way every loop records stored states and metrics (``RunRecorder``);
 - ``modelzoo.randomness``: the keyed randomness that makes all of them draw the same numbers.
 """
 
+from modelzoo.train.alone import train_model
 from modelzoo.train.dispatch import load_data, train_configs
-from modelzoo.train.single import build_model, train_model
+from modelzoo.train.single import build_model
 
 __all__ = ["build_model", "load_data", "train_configs", "train_model"]

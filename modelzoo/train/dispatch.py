@@ -10,8 +10,8 @@ from modelzoo.archive import ModelRun
 from modelzoo.data import DataSplits, TaskData, create_dataset
 from modelzoo.errors import ZooError
 from modelzoo.specs import TrainingConfig, ZooSpec
+from modelzoo.train.alone import train_model
 from modelzoo.train.population import can_vectorise, train_population_groups
-from modelzoo.train.single import train_model
 from modelzoo.train.tasks import train_task_model
 
 

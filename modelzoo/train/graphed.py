@@ -62,7 +62,7 @@ class GraphedTrainer:
                  root: torch.Tensor, steps_per_epoch: int,
                  keep: dict[str, torch.Tensor] | None = None, mixed: bool = False,
                  capture: bool | None = None):
-        if config.optimizer == "adam" and config.schedule != "constant":
+        if not self.supports(config):
             raise ValueError("graphed training takes Adam with a constant learning rate only "
                              "(a schedule would cycle its beta1)")
         device = x.device
@@ -88,6 +88,11 @@ class GraphedTrainer:
         if (device.type == "cuda" if capture is None else capture) and len(self.lr):
             state = self.optimizer.state() + list(model.buffers())
             self.replay = capture_step(self._step, state)
+
+    @staticmethod
+    def supports(config: TrainingConfig) -> bool:
+        """False for Adam with a learning-rate schedule, which the tables cannot replay."""
+        return config.optimizer != "adam" or config.schedule == "constant"
 
     def _step(self) -> None:
         xb, yb = self.x[self.idx], self.y[self.idx]

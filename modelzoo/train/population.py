@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from modelzoo.archive import ModelRun
 from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split
 from modelzoo.models import create_model
@@ -34,7 +35,6 @@ from modelzoo.train.grouped import (
 )
 from modelzoo.train.record import RunRecorder
 from modelzoo.train.single import (
-    ModelRun,
     build_model,
     epoch_batches,
     exact_float32,

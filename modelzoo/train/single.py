@@ -1,4 +1,5 @@
-"""Training one model per config: the reference path (population size 1).
+"""Training one model per config: the reference loop's parts (``train_epoch`` with torch.nn and
+torch.optim) and what every training loop shares (``modelzoo.train.alone.train_model`` runs them).
 
 Shared with the population trainer (``modelzoo.train.population``) so both draw identical randomness:
 - initial weights: ``build_model`` seeds torch with the config's seed, then builds the architecture;
@@ -11,16 +12,13 @@ accuracy (fraction), evaluated in eval mode on the whole split.
 
 import contextlib
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modelzoo.archive import Layout, ModelRun
-from modelzoo.data import DataSplits, Split
+from modelzoo.data import Split
 from modelzoo.models import ZooModel, count_parameters, create_model
 from modelzoo.randomness import derive_key, keyed_uniform, permutation, seed_key
 from modelzoo.specs import TrainingConfig
-from modelzoo.train.record import RunRecorder
 
 EVAL_BATCH = 2048
 MIXED_PRECISION_PARAMS = 1_000_000  # bf16 autocast on a GPU from this many parameters
@@ -164,52 +162,3 @@ def train_epoch(model: ZooModel, optimizer: torch.optim.Optimizer,
             apply_mask(model, keep)
         if scheduler is not None:
             scheduler.step()
-
-
-def train_model(arch: str, arch_kwargs: dict, config: TrainingConfig, data: DataSplits,
-                device: str | torch.device = "cpu", initial: np.ndarray | None = None,
-                mask: np.ndarray | None = None) -> ModelRun:
-    """Train one model and return its stored states and metrics.
-
-    ``initial``: a flat state [params] to start from instead of the seeded initialisation
-    (fine-tuning); the seed still keys the data order and dropout masks. ``mask``: bool [params],
-    False = held at zero before training and after every step (pruned fine-tuning).
-    """
-    device = torch.device(device)
-    model = build_model(arch, arch_kwargs, config)
-    layout = Layout.of(model)
-    if initial is not None:
-        layout.load_into(model, initial)
-    model = model.to(device)
-    mixed = mixed_precision(model, device)
-    if mixed:
-        model = model.to(memory_format=torch.channels_last)
-    keep = None
-    if mask is not None:
-        keep = {n: t.to(device) for n, t in
-                layout.unflatten(np.asarray(mask, dtype=np.float32)).items()}
-        apply_mask(model, keep)
-    splits = data.on(device)
-    optimizer = make_optimizer(model, config)
-    subset = train_subset(config, len(data.train)).to(device)
-    steps = len(subset) // config.batch_size
-    scheduler = make_scheduler(optimizer, config, steps)
-    stored = config.stored_epochs()
-    recorder = RunRecorder()
-
-    def record():
-        with autocast(mixed):
-            results = {name: evaluate(model, split) for name, split in splits.items()}
-        recorder.add_splits(layout.flatten(model.state_dict()), results)
-
-    root = seed_roots([config.seed], device)
-    with exact_float32():
-        if 0 in stored:
-            record()
-        for epoch in range(1, config.epochs + 1):
-            train_epoch(model, optimizer, scheduler, config, epoch_batches(config, subset, epoch),
-                        splits["train"].x, splits["train"].y, root, (epoch - 1) * steps, keep,
-                        mixed)
-            if epoch in stored:
-                record()
-    return recorder.run()
