@@ -210,15 +210,18 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
 
 def population_drift() -> dict[str, list[float]]:
     """Per model of a 32-model CNN-s population (lr x init x dropout), max |dw| / layer scale after
-    2 epochs on the device, of each model trained alone against: the population (two runs: do
-    they repeat?) and the same model alone with the convolution library off (cuDNN on a GPU,
-    oneDNN on a CPU; PyTorch's own convolutions then), how far two equally valid float32
-    computations of one model part, the scale against which the population's drift is read."""
+    2 epochs on the device, between pairs of runs of the same models: the population against each
+    model trained alone, once per ``CONV_KERNELS`` option (the default twice: do runs repeat?);
+    one population of 32 against two of 16 (does a model depend on its population?); and alone
+    against alone with the convolution library off (cuDNN on a GPU, oneDNN on a CPU; PyTorch's
+    own convolutions then), how far two equally valid float32 computations of one model part,
+    the scale against which the population's drift is read."""
     from modelzoo.archive.layout import Layout
     from modelzoo.data import create_dataset
     from modelzoo.specs import TrainingConfig
+    from modelzoo.train import grouped
     from modelzoo.train.alone import train_model
-    from modelzoo.train.population import train_population
+    from modelzoo.train.population import train_population, train_population_groups
     from modelzoo.train.single import build_model
     from tests.test_gpu import MIXED_32, max_relative_drift
     from tests.test_population import small
@@ -230,16 +233,27 @@ def population_drift() -> dict[str, list[float]]:
     def alone():
         return [train_model("cnn_s", {"in_channels": 1}, c, data, DEVICE) for c in configs]
 
+    def population(size: int | None = None):
+        return train_population_groups("cnn_s", {"in_channels": 1}, configs, data, DEVICE, size) \
+            if size else train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
+
     reference = alone()
-    others = {f"population vs alone, run {run}":
-              train_population("cnn_s", {"in_channels": 1}, configs, data, DEVICE)
-              for run in (1, 2)}
+    default = grouped.conv_kernels(torch.device(DEVICE))
+    pairs = {f"population ({default}) vs alone, run 2": (population(), reference)}
+    for kernels in grouped.CONV_KERNELS:
+        saved, grouped.conv_kernels = grouped.conv_kernels, lambda device, k=kernels: k
+        try:
+            whole = population()
+            pairs[f"population ({kernels}) vs alone"] = (whole, reference)
+            pairs[f"population of 32 vs two of 16 ({kernels})"] = (whole, population(16))
+        finally:
+            grouped.conv_kernels = saved
     name, library = ("cuDNN", torch.backends.cudnn) if DEVICE.startswith("cuda") else \
         ("oneDNN", torch.backends.mkldnn)
     with library.flags(enabled=False):
-        others[f"alone vs alone with {name} off"] = alone()
-    return {label: [max_relative_drift(a.states, b.states, layout)
-                    for a, b in zip(reference, runs)] for label, runs in others.items()}
+        pairs[f"alone vs alone with {name} off"] = (alone(), reference)
+    return {label: [max_relative_drift(b.states, a.states, layout) for a, b in zip(*runs)]
+            for label, runs in pairs.items()}
 
 
 def resnet18_throughput(models: int = 1, steps: int = 40, compiled: str | None = None,
