@@ -100,8 +100,8 @@ def timed_generate(spec: dict, root: Path, work: Path, timeout: float) -> float 
 
 def alone_rate(root: Path, n: int) -> float:
     """Model-epochs/s of MNIST-Seed configs trained one at a time (1 epoch each, evaluated)."""
-    from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
+    from modelzoo.train import load_data
     from modelzoo.train.alone import train_model
 
     spec = parse_spec(mnist_seed_spec(n, 1))
@@ -133,8 +133,8 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     ``CONV_KERNELS`` option for the per-model convolutions; seconds per evaluation of the test
     split with the input read once (as ``zoo generate`` evaluates), as P copies (as before) and
     with each kernel option, and seconds per evaluation of all splits."""
-    from modelzoo.train import load_data
     from modelzoo.specs import parse_spec
+    from modelzoo.train import load_data
     from modelzoo.train.grouped import CONV_KERNELS, conv_kernels, conv_layout
     from modelzoo.train.population import (
         activation_elements,
@@ -545,9 +545,15 @@ def main() -> None:
                              f"{tokens_s:,.0f} tokens/s, {tflops:.2f} TFLOP/s{share}"))
 
         def tests():
-            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "tests/test_gpu.py", "-k", args.tests], cwd=ROOT,
-                                  capture_output=True, text=True)
+            left = max(30.0, deadline - time.perf_counter())
+            try:  # a hung test (a CUDA graph capture, say) must not take the other sections
+                done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p",
+                                       "no:cacheprovider", "tests/test_gpu.py", "-k", args.tests],
+                                      cwd=ROOT, capture_output=True, text=True, timeout=left)
+            except subprocess.TimeoutExpired as timeout:
+                print((timeout.stdout or b"")[-3000:].decode(errors="replace"))
+                rows.append(("tests/test_gpu.py", f"over {left:.0f} s (the deadline)"))
+                return
             print(done.stdout[-3000:], done.stderr[-2000:])
             rows.append(("tests/test_gpu.py", done.stdout.strip().splitlines()[-1]))
 
