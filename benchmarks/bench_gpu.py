@@ -127,10 +127,56 @@ def cnn_s_population(configs: list) -> tuple[torch.nn.Module, dict[str, torch.Te
     return models[0].to(DEVICE), params, PopulationOptimizer(params, configs)
 
 
+def conv_layer_times(template: torch.nn.Module, params: dict[str, torch.Tensor],
+                     x: torch.Tensor, repeats: int = 20) -> dict[str, float]:
+    """ms per forward + backward (weight, bias and, past the first layer, input gradients) of
+    each convolution of a population's training step, on its real input (``x`` [P, B, ...], a
+    step's batches), with each ``CONV_KERNELS`` option: a replayed CUDA graph each, so that the
+    best option per layer can be read off."""
+    from modelzoo.train.grouped import CONV_KERNELS, GroupedConv2d, grouped_network
+    from modelzoo.train.grouped import to_population_arrangement as arrange
+    from modelzoo.train.population import capture_step
+
+    leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    network = grouped_network(template, leaves, torch.contiguous_format, "grouped").train()
+    inputs = {}  # layer name: its input in the step
+    hooks = [module.register_forward_pre_hook(
+                 lambda module, args, name=name: inputs.setdefault(name, args[0].detach()))
+             for name, module in network.named_modules() if isinstance(module, GroupedConv2d)]
+    with torch.no_grad():
+        network(arrange(x, flat=True))
+    for hook in hooks:
+        hook.remove()
+    out = {}
+    for index, (name, value) in enumerate(inputs.items()):
+        layer = network.get_submodule(name)
+        value = value.requires_grad_(index > 0)  # the first layer reads the data
+        wrt = [layer.weight, layer.bias] + ([value] if index > 0 else [])
+        for kernels in CONV_KERNELS:
+            layer.kernels = kernels
+            grad_out = torch.randn_like(layer(value))
+
+            def run(layer=layer, value=value, wrt=wrt, grad_out=grad_out):
+                torch.autograd.grad(layer(value), wrt, grad_out)
+
+            replay = capture_step(run, []) if DEVICE == "cuda" else run
+            replay()
+            sync()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                replay()
+            sync()
+            shape = "x".join(str(d) for d in value.shape)
+            out[f"ms per {name} [{shape}] forward + backward ({kernels})"] = \
+                1000 * (time.perf_counter() - start) / repeats
+    return out
+
+
 def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, float]:
     """Where a CNN-s population's time goes on MNIST-sized data: ms per training step (a
     replayed CUDA graph) with conv activations channels_last and NCHW, and in NCHW with each
-    ``CONV_KERNELS`` option for the per-model convolutions; seconds per evaluation of the test
+    ``CONV_KERNELS`` option for the per-model convolutions, and per conv layer and option
+    (``conv_layer_times``); seconds per evaluation of the test
     split with the input read once (as ``zoo generate`` evaluates), as P copies (as before) and
     with each kernel option, and seconds per evaluation of all splits."""
     from modelzoo.specs import parse_spec
@@ -177,6 +223,7 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
             out[f"ms per training step ({variant}, CUDA graph)"] = ms_per_step(graphed)
+        out.update(conv_layer_times(template, params, x[idx]))
         device = torch.device(DEVICE)
         default = "{}, {}".format("NCHW" if conv_layout(device) == torch.contiguous_format
                                   else "channels_last", conv_kernels(device))

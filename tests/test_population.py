@@ -190,7 +190,7 @@ def test_shared_input(arch, kwargs, shape):
                        population_output(32, copies=True))
 
 
-@pytest.mark.parametrize("kernels", ["unfold", "depthwise"])
+@pytest.mark.parametrize("kernels", ["unfold", "depthwise", "unfold-multichannel"])
 @pytest.mark.parametrize("arch, kwargs, shape", [
     ("cnn_s", {"in_channels": 1}, (1, 28, 28)),
     ("unterthiner_cnn", {"in_channels": 1}, (1, 28, 28)),

@@ -30,11 +30,13 @@ from modelzoo.models.base import KeyedDropout, keyed_keep
 
 GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_cnn"})
 # How a GroupedConv2d convolves per-model inputs [B, P*C, H, W] (a shared input is always one
-# matrix product): "grouped", one convolution with groups=P (oneDNN on a CPU, cuDNN on a GPU);
-# "unfold", each model's patches x its filters in one batched matmul; "depthwise", one depthwise
-# convolution of every input channel summed over each model's channels. The last two are GPU
-# options, aimed at cuDNN's one-group-at-a-time kernels (BENCHMARKS.md).
-CONV_KERNELS = ("grouped", "unfold", "depthwise")
+# matrix product): "grouped", one convolution with groups=P (oneDNN on a CPU, cuDNN on a GPU;
+# with one input channel per model PyTorch runs it as a depthwise kernel on a GPU); "unfold",
+# each model's patches x its filters in one batched matmul; "depthwise", one depthwise
+# convolution of every input channel summed over each model's channels (one channel: grouped);
+# "unfold-multichannel", unfold where a model's input has several channels, else grouped. All
+# but the first are GPU options, aimed at cuDNN's one-group-at-a-time kernels (BENCHMARKS.md).
+CONV_KERNELS = ("grouped", "unfold", "depthwise", "unfold-multichannel")
 
 
 class GroupedConv2d(nn.Module):
@@ -96,9 +98,11 @@ class GroupedConv2d(nn.Module):
         """``x`` [B, P*C, H, W], or [B, C, H, W] shared by every model (evaluation)."""
         if self.shares(x):
             return self.shared_forward(x)
-        if self.kernels == "unfold":
+        several_channels = self.weight.shape[2] > 1
+        if self.kernels == "unfold" or (self.kernels == "unfold-multichannel"
+                                        and several_channels):
             return self.unfold_forward(x)
-        if self.kernels == "depthwise" and self.weight.shape[2] > 1:
+        if self.kernels == "depthwise" and several_channels:
             return self.depthwise_forward(x)
         bias = None if self.bias is None else self.bias.flatten()
         return F.conv2d(x.contiguous(memory_format=self.memory_format), self.weight.flatten(0, 1),
