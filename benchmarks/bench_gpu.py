@@ -9,8 +9,9 @@ alone is about 2 minutes on an H200): ``--sections`` splits the work between cal
 Writes MNIST-shaped IDX files itself (60k train + 10k test 28x28 images: scikit-learn digits
 scaled up, shifted and noised), then measures, each in the same process or a child of it:
 - profile: a ``--models`` CNN-s population's training step (a replayed CUDA graph) in each conv
-  layout and with each of the GPU's conv kernel options (``CONV_KERNELS``: grouped, unfold,
-  depthwise), and its evaluation (input read once or copied; each kernel option);
+  layout and with each of the GPU's conv kernel options (``CONV_KERNELS``), each conv layer's
+  forward + backward with each option, and its evaluation (input read once or copied; each
+  kernel option);
 - one at a time: ``train_model`` of MNIST-Seed configs on that data (each step one replayed CUDA
   graph, as ``zoo generate`` trains one model at a time on a GPU), model-epochs/s;
 - ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 0 and

@@ -146,7 +146,6 @@ class GroupedConv2d(nn.Module):
             .reshape(batch, n_models * out_channels, *out_hw).contiguous(
                 memory_format=self.memory_format)
 
-
     def depthwise_forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, P*C, H, W] -> [B, P*O, H', W'] as one depthwise convolution, each of the P*C input
         channels with its model's O filters of that channel ([B, P*C*O, H', W'], C times the
