@@ -54,6 +54,17 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def ms_per_call(fn, repeats: int) -> float:
+    """Milliseconds per call of ``fn`` over ``repeats`` calls, after one untimed call."""
+    fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
 def write_mnist_like(root: Path, n_train: int = 60_000, n_test: int = 10_000) -> Path:
     """MNIST's four IDX files under ``root``: learnable 28x28 digits."""
     from sklearn.datasets import load_digits
@@ -161,15 +172,9 @@ def conv_layer_times(template: torch.nn.Module, params: dict[str, torch.Tensor],
                 torch.autograd.grad(layer(value), wrt, grad_out)
 
             replay = capture_step(run, []) if DEVICE == "cuda" else run
-            replay()
-            sync()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                replay()
-            sync()
             shape = "x".join(str(d) for d in value.shape)
             out[f"ms per {name} [{shape}] forward + backward ({kernels})"] = \
-                1000 * (time.perf_counter() - start) / repeats
+                ms_per_call(replay, repeats)
     return out
 
 
@@ -200,15 +205,6 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
     key = torch.zeros(models, dtype=torch.int64, device=DEVICE)
     active = torch.ones(models, dtype=torch.bool, device=DEVICE)
 
-    def ms_per_step(fn) -> float:
-        fn()
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        sync()
-        return 1000 * (time.perf_counter() - start) / steps
-
     out = {}
     evaluations = {}  # variant: forward_shared
     variants = [("channels_last, grouped", torch.channels_last, "grouped")] + \
@@ -223,7 +219,7 @@ def profile_population(root: Path, models: int, steps: int = 30) -> dict[str, fl
                 optimizer.step(train_step(x[idx], y[idx], key), active)
 
             graphed = capture_step(step, optimizer.state()) if DEVICE == "cuda" else step
-            out[f"ms per training step ({variant}, CUDA graph)"] = ms_per_step(graphed)
+            out[f"ms per training step ({variant}, CUDA graph)"] = ms_per_call(graphed, steps)
         out.update(conv_layer_times(template, params, x[idx]))
         device = torch.device(DEVICE)
         default = "{}, {}".format("NCHW" if conv_layout(device) == torch.contiguous_format

@@ -26,6 +26,7 @@ from modelzoo.train.grouped import (
     shared_input_network,
 )
 from modelzoo.train.population import (
+    largest_output,
     stack_states,
     train_population,
     train_population_groups,
@@ -230,3 +231,19 @@ def test_unknown_conv_kernels_are_refused():
     params = stack_states([model.state_dict()] * 2)
     with pytest.raises(ValueError, match="conv kernels 'winograd'"):
         grouped_network(model, params, kernels="winograd")
+
+
+def test_largest_output_sees_temporaries():
+    """GPU evaluation chunks keep every tensor of the forward under 2^31 elements (kernels that
+    index in 32 bits refuse larger ones): ``largest_output`` sees each operation's output,
+    temporaries inside a layer included, such as the depthwise option's per-channel products."""
+    x = torch.randn(3, 7)
+    assert largest_output(lambda t: t.unsqueeze(0).expand(5, 3, 7).contiguous().sum(0), x) == 105
+    n_models, images = 6, 4
+    models = [build_model("cnn_s", {"in_channels": 1}, TrainingConfig(seed=s, activation="tanh"))
+              for s in range(n_models)]
+    params = stack_states([m.state_dict() for m in models])
+    evaluator = shared_input_network(grouped_network(models[0], params, kernels="depthwise"))
+    with torch.no_grad():
+        largest = largest_output(evaluator.eval(), torch.randn(images, 1, 28, 28))
+    assert largest == images * n_models * 8 * 6 * 8 * 8  # conv2: [B, P*C*O, 8, 8]

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from modelzoo.archive import ModelRun
 from modelzoo.archive.layout import Layout
@@ -54,6 +56,7 @@ POPULATION_MULTIPLE = 16  # populations are padded to this many models (bit-iden
 CPU_EVAL_ELEMENTS = 1 << 22
 EVAL_PROBE_IMAGES = 16  # a GPU evaluation's chunks are sized from this many images' peak memory
 GPU_EVAL_MEMORY_SHARE = 0.5
+GPU_TENSOR_ELEMENTS = 2**31 - 1
 
 
 def group_key(config: TrainingConfig) -> tuple:
@@ -422,24 +425,50 @@ def eval_batch(forward_shared: Callable, n_models: int, split: Split, per_sample
                max_elements: int | None = None) -> int:
     """Images per evaluation chunk of ``split``. On a CPU (or given ``max_elements``): P models x
     chunk x ``per_sample`` activation elements within ``max_elements`` (default 4M, cache-sized,
-    BENCHMARKS.md). On a GPU: ``GPU_EVAL_MEMORY_SHARE`` of the memory the device can still give,
-    over the peak bytes per image of a measured forward of ``EVAL_PROBE_IMAGES`` images, so that
-    temporaries the activation count does not see (unfolded patches, the depthwise kernels'
-    per-channel outputs) are counted too."""
+    BENCHMARKS.md). On a GPU, from a measured forward of ``EVAL_PROBE_IMAGES`` images:
+    ``GPU_EVAL_MEMORY_SHARE`` of the memory the device can still give over its peak bytes per
+    image, so that temporaries the activation count does not see (unfolded patches, the depthwise
+    kernels' per-channel outputs) are counted too, and no tensor of the forward past
+    ``GPU_TENSOR_ELEMENTS`` (kernels that index in 32 bits, PyTorch's depthwise convolution
+    among them, refuse larger ones)."""
     if max_elements is None and split.x.device.type == "cuda":
         device = split.x.device
         probe = split.x[:EVAL_PROBE_IMAGES]
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        forward_shared(probe)
-        per_image = max(1, torch.cuda.max_memory_allocated(device) - before) / max(1, len(probe))
+        largest = largest_output(forward_shared, probe) / len(probe)  # elements per image
+        per_image = max(1, torch.cuda.max_memory_allocated(device) - before) / len(probe)
         free, _ = torch.cuda.mem_get_info(device)  # plus what the caching allocator holds unused
         usable = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        batch = GPU_EVAL_MEMORY_SHARE * usable // per_image
+        batch = min(GPU_EVAL_MEMORY_SHARE * usable // per_image,
+                    GPU_TENSOR_ELEMENTS // max(1.0, largest))
     else:
         batch = (max_elements or CPU_EVAL_ELEMENTS) // (n_models * per_sample)
     return int(max(1, min(len(split), batch)))
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the most elements any operation's output tensor holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in tree_leaves(out):
+            if isinstance(value, torch.Tensor):
+                self.elements = max(self.elements, value.numel())
+        return out
+
+
+def largest_output(fn: Callable, *args) -> int:
+    """Elements of the largest tensor any operation of ``fn(*args)`` outputs, temporaries
+    included (each ATen operation, seen by a dispatch mode)."""
+    with _LargestOutput() as mode:
+        fn(*args)
+    return mode.elements
 
 
 @torch.no_grad()
