@@ -247,3 +247,19 @@ def test_largest_output_sees_temporaries():
     with torch.no_grad():
         largest = largest_output(evaluator.eval(), torch.randn(images, 1, 28, 28))
     assert largest == images * n_models * 8 * 6 * 8 * 8  # conv2: [B, P*C*O, 8, 8]
+
+
+def test_batches_drawn_in_a_thread_train_the_same(monkeypatch):
+    """On a GPU the next epoch's batches are drawn in a host thread (``batch_planner``); run
+    here on the CPU, the population trains bit for bit as with batches drawn in line."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelzoo.train import population
+
+    data = small(create_dataset("digits"), n_train=100)
+    configs = [TrainingConfig(epochs=3, activation="tanh", **c) for c in MIXED_32[:4]]
+    inline = train_population("cnn_s", {"in_channels": 1}, configs, data)
+    monkeypatch.setattr(population, "batch_planner", lambda device: ThreadPoolExecutor(1))
+    threaded = train_population("cnn_s", {"in_channels": 1}, configs, data)
+    for a, b in zip(inline, threaded, strict=True):
+        np.testing.assert_array_equal(a.states, b.states)
