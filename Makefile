@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_sparsify --run runs/bench-sparsify
 	$(BIN)/python -m benchmarks.bench_remote_sensing --run runs/bench-remote-sensing
 	$(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_archive.py --hypothesis-show-statistics
+	$(BIN)/python -m pytest -q -m slow
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_archive
@@ -56,6 +57,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_sample --quick --run runs/quick-sample
 	$(BIN)/python -m benchmarks.bench_sparsify --quick --run runs/quick-sparsify
 	$(BIN)/python -m benchmarks.bench_remote_sensing --quick --run runs/quick-remote-sensing
+	$(BIN)/python -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs

@@ -164,9 +164,10 @@ def test_tasks_run_side_by_side_with_one_thread_each(local_zoo, tmp_path, monkey
     assert validate_archive(out) == []
 
 
+@pytest.mark.slow  # about 50 s on 2 cores (mostly the head's start): run by `make bench`
 def test_address_joins_a_head_started_separately(local_zoo, tmp_path):
     """``--address`` joins a head started with ``ray start --head`` in its own process group
-    (stopped at the end): the archive equals the local one. About 50 s on 2 cores."""
+    (stopped at the end): the archive equals the local one."""
     import socket
     import subprocess
     import sys
