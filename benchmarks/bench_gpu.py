@@ -32,6 +32,7 @@ Prints one table last.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -96,15 +97,18 @@ def mnist_seed_spec(models: int, epochs: int) -> dict:
     return spec
 
 
-def timed_generate(spec: dict, root: Path, work: Path, timeout: float) -> float | None:
-    """Wall seconds of the real ``zoo generate --device cuda`` (None: over ``timeout``)."""
+def timed_generate(spec: dict, root: Path, work: Path, timeout: float,
+                   kernels: str | None = None) -> float | None:
+    """Wall seconds of the real ``zoo generate --device cuda`` (None: over ``timeout``), with
+    the population's conv ``kernels`` (``MODELZOO_CONV_KERNELS``; None: the default)."""
     path = work / f"{spec['name']}-{spec['training']['epochs']}.yaml"
     path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, **({"MODELZOO_CONV_KERNELS": kernels} if kernels else {})}
     start = time.perf_counter()
     try:
         subprocess.run([sys.executable, "-m", "cli.zoo", "generate", str(path), "--out",
                         str(work / path.stem), "--data-root", str(root), "--device", DEVICE],
-                       check=True, timeout=timeout, cwd=ROOT, stdout=subprocess.DEVNULL)
+                       check=True, timeout=timeout, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     except subprocess.TimeoutExpired:
         return None
     return time.perf_counter() - start
@@ -489,6 +493,9 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated, run in this order: {','.join(SECTIONS)}")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the script")
+    parser.add_argument("--conv-kernels", default="auto",
+                        help="the populations' conv kernels in the generate section (auto: the "
+                             "NCHW option with the fastest step if profile ran, else the default)")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -522,16 +529,22 @@ def main() -> None:
         work = Path(tmp)
         root = write_mnist_like(work / "mnist")
         alone = {}
+        fastest = {}  # "kernels": the NCHW conv kernels of the fastest step (profile)
 
         def one_at_a_time():
             alone["rate"] = alone_rate(root, args.alone)
             rows.append(("one at a time (MNIST-sized)", f"{alone['rate']:.3f} model-epochs/s"))
 
         def zoo_generate():
+            kernels = fastest.get("kernels") if args.conv_kernels == "auto" else args.conv_kernels
+            rows.append(("zoo generate: the populations' conv kernels",
+                         f"{kernels} (fastest step in profile)" if args.conv_kernels == "auto"
+                         and kernels else kernels or "the default"))
             times = {}
             for epochs in (0, args.epochs):
                 left = deadline - time.perf_counter()
-                spent = timed_generate(mnist_seed_spec(args.models, epochs), root, work, left)
+                spent = timed_generate(mnist_seed_spec(args.models, epochs), root, work, left,
+                                       kernels)
                 if spent is None:
                     rows.append((f"zoo generate, {epochs} epochs", f"over {left:.0f} s"))
                     return
@@ -605,7 +618,10 @@ def main() -> None:
             measured = profile_population(root, args.models)
             for k, v in measured.items():
                 rows.append((f"population of {args.models}: {k}", f"{v:.3f}"))
-            step_ms = min(v for k, v in measured.items() if k.startswith("ms per training step"))
+            steps = {k: v for k, v in measured.items() if k.startswith("ms per training step")}
+            step_ms = min(steps.values())
+            nchw = {k: v for k, v in steps.items() if "(NCHW, " in k}
+            fastest["kernels"] = min(nchw, key=nchw.get).split("(NCHW, ")[1].split(",")[0]
             eval_s = 7 * min(v for k, v in measured.items() if "of the test split" in k)
             minutes = (5000 * step_ms / 1000 + eval_s) * 50 * 1000 / args.models / 60
             rows.append(("MNIST-Seed 1000 x 50 epochs (from the fastest step and the fastest "

@@ -11,6 +11,7 @@ from modelzoo.data import DataSplits
 from modelzoo.errors import ZooError
 from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.train import build_model, load_data, train_configs
+from modelzoo.train.grouped import conv_kernels
 from modelzoo.train.population import auto_population_size, can_vectorise
 
 
@@ -80,6 +81,7 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
     threads per task, see ``backends.run_ray``).
     """
     out = Path(out)
+    conv_kernels(torch.device(device))  # a bad MODELZOO_CONV_KERNELS: one error line, no archive
     data = load_data(spec, data_root)
     if spec.task.pretrained and not (Path(spec.task.pretrained) / "manifest.json").is_file():
         raise ZooError(f"task.pretrained: {spec.task.pretrained} is not a zoo archive")

@@ -263,3 +263,33 @@ def test_batches_drawn_in_a_thread_train_the_same(monkeypatch):
     threaded = train_population("cnn_s", {"in_channels": 1}, configs, data)
     for a, b in zip(inline, threaded, strict=True):
         np.testing.assert_array_equal(a.states, b.states)
+
+
+def test_the_environment_picks_the_conv_kernels(monkeypatch, tmp_path):
+    """``MODELZOO_CONV_KERNELS`` overrides the default conv kernels (how a real zoo tries the GPU
+    options); a name that is not one is one error line and exit code 2, before any archive."""
+    import yaml
+
+    from modelzoo.train.grouped import GroupedConv2d, conv_kernels
+    from tests.conftest import run_cli
+
+    model = build_model("cnn_s", {"in_channels": 1}, TrainingConfig(seed=0))
+    params = stack_states([model.state_dict()] * 2)
+    monkeypatch.setenv("MODELZOO_CONV_KERNELS", "depthwise")
+    assert conv_kernels(torch.device("cpu")) == "depthwise"
+    assert {m.kernels for m in grouped_network(model, params).modules()
+            if isinstance(m, GroupedConv2d)} == {"depthwise"}
+    monkeypatch.delenv("MODELZOO_CONV_KERNELS")
+    assert conv_kernels(torch.device("cpu")) == "grouped"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "k", "architecture": {"name": "cnn_s",
+                                                                 "in_channels": 1},
+                                    "dataset": {"name": "digits"},
+                                    "training": {"epochs": 1}, "factors": {"seed": [1, 2]}}))
+    done = run_cli("cli.zoo", "generate", str(spec), "--out", str(tmp_path / "zoo"),
+                   env={"MODELZOO_CONV_KERNELS": "winograd"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: MODELZOO_CONV_KERNELS=winograd: choose from grouped, unfold, depthwise, "
+        "unfold-multichannel"]
+    assert not (tmp_path / "zoo").exists()

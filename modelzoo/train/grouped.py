@@ -19,6 +19,7 @@ mostly from the channels_last layout, in which oneDNN's grouped convolutions bea
 """
 
 import copy
+import os
 
 import torch
 import torch.fx
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
+from modelzoo.errors import ZooError
 from modelzoo.models.base import KeyedDropout, keyed_keep
 
 GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_cnn"})
@@ -37,6 +39,7 @@ GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_
 # "unfold-multichannel", unfold where a model's input has several channels, else grouped. All
 # but the first are GPU options, aimed at cuDNN's one-group-at-a-time kernels (BENCHMARKS.md).
 CONV_KERNELS = ("grouped", "unfold", "depthwise", "unfold-multichannel")
+CONV_KERNELS_ENV = "MODELZOO_CONV_KERNELS"  # overrides the default (``conv_kernels``)
 
 
 class GroupedConv2d(nn.Module):
@@ -267,9 +270,14 @@ def conv_layout(device: torch.device) -> torch.memory_format:
 
 
 def conv_kernels(device: torch.device) -> str:
-    """The default ``CONV_KERNELS`` entry on ``device``: "grouped" on every device until the GPU
-    options are measured against it (``python -m benchmarks.bench_gpu --sections profile``)."""
-    return "grouped"
+    """The default ``CONV_KERNELS`` entry on ``device``: the one the environment variable
+    ``MODELZOO_CONV_KERNELS`` names (on any device: how a real zoo tries the GPU options), else
+    "grouped" on every device until the GPU options are measured against it (``python -m
+    benchmarks.bench_gpu --sections profile``)."""
+    chosen = os.environ.get(CONV_KERNELS_ENV) or "grouped"
+    if chosen not in CONV_KERNELS:
+        raise ZooError(f"{CONV_KERNELS_ENV}={chosen}: choose from {', '.join(CONV_KERNELS)}")
+    return chosen
 
 
 class _GroupedTracer(torch.fx.Tracer):
