@@ -445,7 +445,7 @@ def eval_batch(forward_shared: Callable, n_models: int, split: Split, per_sample
     kernels' per-channel outputs) are counted too, and no tensor of the forward past
     ``GPU_TENSOR_ELEMENTS`` (kernels that index in 32 bits, PyTorch's depthwise convolution
     among them, refuse larger ones)."""
-    if max_elements is None and split.x.device.type == "cuda":
+    if max_elements is None and split.x.device.type == "cuda" and len(split):
         device = split.x.device
         probe = split.x[:EVAL_PROBE_IMAGES]
         torch.cuda.synchronize(device)
