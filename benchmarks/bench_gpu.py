@@ -1,7 +1,8 @@
 """GPU benchmark: one command, no download, under 8 minutes on one H100 / H200.
 
     python -m benchmarks.bench_gpu [--models 1000] [--epochs 1] [--alone 2] [--tests EXPR]
-        [--deadline 460] [--sections profile,drift,tests,resnet18,hyperrep,alone,generate,kernels]
+        [--deadline 460] [--conv-kernels auto]
+        [--sections profile,drift,tests,resnet18,hyperrep,alone,generate,kernels]
 
 Every section at once takes more than 8 minutes with 1,000 models (the 1-epoch ``zoo generate``
 alone is about 2 minutes on an H200): ``--sections`` splits the work between calls.
@@ -15,7 +16,8 @@ scaled up, shifted and noised), then measures, each in the same process or a chi
 - one at a time: ``train_model`` of MNIST-Seed configs on that data (each step one replayed CUDA
   graph, as ``zoo generate`` trains one model at a time on a GPU), model-epochs/s;
 - ``zoo generate`` of the MNIST-Seed spec (zoo_specs/mnist-seed.yaml, ``--models`` seeds) for 0 and
-  ``--epochs`` epochs, every epoch evaluated on train/val/test and stored; the difference gives
+  ``--epochs`` epochs, every epoch evaluated on train/val/test and stored, its populations' conv
+  kernels those of ``--conv-kernels`` (default: the fastest of profile); the difference gives
   seconds per epoch, extrapolated to 1,000 models x 50 epochs (shown as such);
 - population vs alone on the GPU: max |w_pop - w_alone| / layer scale after 2 epochs, a 32-model
   CNN-s population mixing lr, init and dropout, twice (tests/test_gpu.py holds the bounds), and
