@@ -290,14 +290,17 @@ def population_drift() -> dict[str, list[float]]:
     reference = alone()
     default = grouped.conv_kernels(torch.device(DEVICE))
     pairs = {f"population ({default}) vs alone, run 2": (population(), reference)}
-    for kernels in grouped.CONV_KERNELS:
-        saved, grouped.conv_kernels = grouped.conv_kernels, lambda device, k=kernels: k
-        try:
+    saved = os.environ.get(grouped.CONV_KERNELS_ENV)
+    try:
+        for kernels in grouped.CONV_KERNELS:
+            os.environ[grouped.CONV_KERNELS_ENV] = kernels  # as a run picks them
             whole = population()
             pairs[f"population ({kernels}) vs alone"] = (whole, reference)
             pairs[f"population of 32 vs two of 16 ({kernels})"] = (whole, population(16))
-        finally:
-            grouped.conv_kernels = saved
+    finally:
+        os.environ.pop(grouped.CONV_KERNELS_ENV)
+        if saved is not None:
+            os.environ[grouped.CONV_KERNELS_ENV] = saved
     name, library = ("cuDNN", torch.backends.cudnn) if DEVICE.startswith("cuda") else \
         ("oneDNN", torch.backends.mkldnn)
     with library.flags(enabled=False):

@@ -57,9 +57,7 @@ def test_gpu_conv_kernels_train_the_cpu_population(kernels, monkeypatch):
     """Each way of running the per-model convolutions on the GPU (``CONV_KERNELS``) trains a
     mixed 16-model population like the CPU (where population and alone are bit-identical), and
     its evaluation, in chunks sized from measured memory, scores it alike."""
-    from modelzoo.train import grouped
-
-    monkeypatch.setattr(grouped, "conv_kernels", lambda device: kernels)
+    monkeypatch.setenv("MODELZOO_CONV_KERNELS", kernels)
     data = small(create_dataset("digits"))
     configs = [TrainingConfig(epochs=2, activation="tanh", **c) for c in MIXED_32[:16]]
     layout = Layout.of(build_model("cnn_s", {"in_channels": 1}, configs[0]))

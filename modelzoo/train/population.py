@@ -17,6 +17,7 @@ epochs. Architectures with BatchNorm buffers, OneCycle schedules or augmentation
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from functools import partial
 
 import numpy as np
@@ -285,39 +286,39 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
 
     if 0 in stored:
         record()
-    planner = batch_planner(device)
+    counters = torch.arange(max_steps)[:, None]
+    active = (counters < steps_per_epoch[None]).to(device)  # [S, P]: model i takes its first steps
+    with batch_planner(device) as planner:
+        def plan(epoch: int) -> Callable[[], torch.Tensor] | None:
+            """The batches of ``epoch``, to be fetched (None past the last epoch)."""
+            if epoch > first.epochs:
+                return None
+            if planner is None:
+                return partial(epoch_batch_indices, configs, subsets, max_steps, epoch)
+            return planner.submit(epoch_batch_indices, configs, subsets, max_steps, epoch).result
 
-    def plan(epoch: int) -> Callable[[], torch.Tensor]:
-        if planner is None:
-            return partial(epoch_batch_indices, configs, subsets, max_steps, epoch)
-        return planner.submit(epoch_batch_indices, configs, subsets, max_steps, epoch).result
-
-    try:
-        upcoming = plan(1) if first.epochs else None
+        upcoming = plan(1)
         for epoch in range(1, first.epochs + 1):
             batches = upcoming().to(device)  # [S, P, B]
-            if epoch < first.epochs:
-                upcoming = plan(epoch + 1)
-            step_keys_, active = epoch_keys(steps_per_epoch, roots, epoch, device)
+            upcoming = plan(epoch + 1)
+            keys = step_keys(roots[None], ((epoch - 1) * steps_per_epoch[None] + counters)
+                             .to(device))  # [S, P], keyed by each model's global step
             for s in range(max_steps):
                 step_idx.copy_(batches[s], non_blocking=True)
-                step_key.copy_(step_keys_[s], non_blocking=True)
+                step_key.copy_(keys[s], non_blocking=True)
                 step_active.copy_(active[s], non_blocking=True)
                 step()
             if epoch in stored:
                 record()
-    finally:
-        if planner is not None:
-            planner.shutdown(cancel_futures=True)
     return recorder.runs(n_real)
 
 
-def batch_planner(device: torch.device) -> ThreadPoolExecutor | None:
+def batch_planner(device: torch.device) -> ThreadPoolExecutor | nullcontext:
     """Where a population draws each epoch's batches on the host (a keyed torch.randperm per
-    model, about 1.5 ms each): on a GPU a thread, while the device trains the epoch before; on a
-    CPU, whose cores all train, in line (None; a thread there made a 32-model population 8 %
-    slower)."""
-    return ThreadPoolExecutor(1) if device.type == "cuda" else None
+    model, about 1.5 ms each), as a context: on a GPU a thread, while the device trains the epoch
+    before; on a CPU, whose cores all train, in line (it enters as None; a thread there made a
+    32-model population 8 % slower)."""
+    return ThreadPoolExecutor(1) if device.type == "cuda" else nullcontext()
 
 
 def epoch_batch_indices(configs: list[TrainingConfig], subsets: list[torch.Tensor],
@@ -329,16 +330,6 @@ def epoch_batch_indices(configs: list[TrainingConfig], subsets: list[torch.Tenso
         own = epoch_batches(config, subset, epoch)
         batches[:len(own), i] = own
     return batches
-
-
-def epoch_keys(steps_per_epoch: torch.Tensor, roots: torch.Tensor, epoch: int,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch's step keys int64 [S, P] and active masks bool [S, P] on ``device``: model i
-    takes ``steps_per_epoch[i]`` of the S steps, keyed by its global step."""
-    counters = torch.arange(int(steps_per_epoch.max()))[:, None]
-    active = (counters < steps_per_epoch[None]).to(device)
-    global_steps = ((epoch - 1) * steps_per_epoch[None] + counters).to(device)
-    return step_keys(roots[None], global_steps), active
 
 
 def capture_step(step: Callable[[], None], state: list[torch.Tensor],
