@@ -31,6 +31,22 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def invoke_cli(app, *args: str):
+    """Run a typer ``app`` in this process (no interpreter start-up, torch already imported) and
+    check what a user would see: a refusal is exit 2 with one 'error:' line on stderr, and no
+    command ends in a traceback. For option matrices; each command keeps a ``run_cli`` test too."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        f"{args}: {type(result.exception).__name__}: {result.exception}"
+    if result.exit_code == 2:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    return result
+
+
 @pytest.fixture(scope="session")
 def tetris_zoo(tmp_path_factory) -> Path:
     """A complete 8-model Tetris zoo (2 epochs), written in 3 shards."""

@@ -12,14 +12,13 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from cli.zoo import app
 from modelzoo.errors import ZooError
 from modelzoo.specs import load_spec, parse_spec
-from tests.conftest import tetris_spec
+from tests.conftest import invoke_cli, tetris_spec
 
-RUNNER = CliRunner()
+
 def fuzz(cases: int) -> settings:
     return settings(max_examples=cases, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -37,14 +36,7 @@ def digest(root: Path) -> dict[str, str]:
 
 
 def run(*args: str):
-    result = RUNNER.invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        f"{args}: {type(result.exception).__name__}: {result.exception}"
-    if result.exit_code == 2:
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.output
-    return result
+    return invoke_cli(app, *args)
 
 
 def check_refused(copy: Path, must_fail: bool = True) -> None:

@@ -12,7 +12,7 @@ from hyperrep.train import train
 from modelzoo.generate import generate
 from modelzoo.specs import parse_spec
 from modelzoo.train.losses import nt_xent
-from tests.conftest import ROOT, run_cli, tetris_spec
+from tests.conftest import ROOT, invoke_cli, run_cli, tetris_spec
 
 SMALL = dict(mode="compression", epochs=6, batch_size=32, d_model=32, heads=2, encoder_blocks=1,
              decoder_blocks=1, latent=16, proj_dim=8, permutations=50, lr=1e-3)
@@ -102,8 +102,10 @@ def test_probe_cli_on_real_embeddings(zoo, run, tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     result = run_cli("cli.hyperrep", "train", str(tmp_path / "nozoo"), "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    result = run_cli("cli.hyperrep", "probe", str(tmp_path), str(tmp_path))
-    assert result.returncode == 2 and "not a hyperrep run" in result.stderr
+    import cli.hyperrep
+
+    result = invoke_cli(cli.hyperrep.app, "probe", str(tmp_path), str(tmp_path))  # in this process
+    assert result.exit_code == 2 and "not a hyperrep run" in result.stderr
 
 
 def test_nt_xent_prefers_matching_pairs():

@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
+import cli.zoo
 from modelzoo.errors import ZooError
 from modelzoo.specs import load_spec, parse_spec
-from tests.conftest import ROOT, run_cli, tetris_spec
+from tests.conftest import ROOT, invoke_cli, run_cli, tetris_spec
 
 PUBLISHED_SIZES = {"mnist-seed": 1000, "mnist-hyp-fix": 2560, "mnist-hyp-rand": 2560,
                    "fmnist-hyp-fix": 2560, "svhn-hyp-fix": 4320, "usps-hyp-fix": 2560,
@@ -58,9 +59,9 @@ def test_cli_bad_spec_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "training.lr" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
-    spec.write_text("name: x\n  bad: [indent\n")
-    result = run_cli("cli.zoo", "generate", str(spec), "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    spec.write_text("name: x\n  bad: [indent\n")  # in this process: no second start-up
+    result = invoke_cli(cli.zoo.app, "generate", str(spec), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "not valid YAML" in result.stderr
 
 
 def test_cli_missing_data_folder_is_exit_2(tmp_path):

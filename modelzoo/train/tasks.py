@@ -23,8 +23,6 @@ Per stored epoch (0 = untrained) the flat state and these metrics are recorded, 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from modelzoo.archive import ArchiveReader, Layout
 from modelzoo.data.task_data import TaskData, TaskSplit
@@ -127,6 +125,10 @@ class Objective:
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _contrastive_metrics(self, model, splits):
+        # imported here: scikit-learn takes about 1 s to import and only this probe needs it
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
         out, features = {}, {}
         for split_name, split in splits.items():
             losses = []
