@@ -51,6 +51,35 @@ def test_same_spec_gives_bit_identical_archives(tetris_zoo, tmp_path):
     assert shard_bytes(tmp_path / "again") == shard_bytes(tetris_zoo)
 
 
+def test_populations_take_models_across_shards(tmp_path, monkeypatch):
+    """On the CPU each group's models queue across shards and train in full populations (only a
+    group's last one is padded), shards written once all their models are trained; the archive
+    holds what training shard by shard gives, bit for bit."""
+    import modelzoo.generate
+    from modelzoo.train import load_data, train_configs
+
+    spec = parse_spec(tetris_spec(factors={"seed": {"range": [1, 13]},
+                                           "activation": ["tanh", "relu"]}))  # 2 groups, mixed
+    calls = []
+    monkeypatch.setattr(modelzoo.generate, "train_configs", lambda spec, configs, *args, **kw:
+                        calls.append(len(configs)) or train_configs(spec, configs, *args, **kw))
+    written = []
+    monkeypatch.setattr(modelzoo.generate.ArchiveWriter, "write_shard",
+                        lambda self, start, stop, runs, real=modelzoo.generate.ArchiveWriter
+                        .write_shard: written.append(start) or real(self, start, stop, runs))
+    out = generate(spec, tmp_path / "zoo", shard_size=5, population_size=4)
+    # shard by shard: 10 populations (each shard holds 2-3 models of each group); across: 6 of 4
+    assert calls == [4] * 6 and written == [0, 5, 10, 15, 20]
+    data, configs = load_data(spec), spec.configs()
+    with open_zoo(out) as zoo:
+        weights, metrics = zoo.weights(), zoo.metrics()
+    for start in range(0, 24, 5):
+        runs = train_configs(spec, configs[start:start + 5], data, "cpu", 4)
+        for i, run in enumerate(runs, start):
+            assert np.array_equal(weights[i], run.states), i
+            assert np.array_equal(metrics["test_acc"][i], run.metrics["test_acc"]), i
+
+
 def test_loaded_model_reproduces_stored_test_accuracy(tetris_zoo):
     zoo = open_zoo(tetris_zoo)
     data = create_dataset("tetris")
