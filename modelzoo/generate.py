@@ -1,4 +1,4 @@
-"""``zoo generate``: spec -> model configs -> trained states -> archive, shard by shard."""
+"""``zoo generate``: spec -> model configs -> trained states -> archive, written shard by shard."""
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -36,8 +36,9 @@ def zoo_manifest(spec: ZooSpec, shard_size: int) -> Manifest:
 
 def population_span(spec: ZooSpec, data: DataSplits, device: str,
                     population_size: int | None) -> int:
-    """How many models one training call should take: on a GPU the population's size (so a
-    population spans shards), elsewhere one shard at a time (0)."""
+    """How many models of consecutive shards one training call should take: on a GPU the
+    population's size (so a population spans shards), elsewhere 0 (one shard a call, or for CPU
+    populations ``stream_populations``)."""
     if not device.startswith("cuda") or not vectorised(spec, population_size):
         return 0
     return population_size or auto_population_size(
