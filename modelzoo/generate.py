@@ -58,10 +58,10 @@ def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tup
     """Yield (start, stop, runs) for every pending shard; shards stay the unit of writing and
     resuming, populations take their models across shard boundaries. On a GPU consecutive
     shards train together up to ``population_span`` models; on a CPU ``stream_populations``."""
-    span = population_span(spec, data, device, population_size)
-    if span == 0 and vectorised(spec, population_size):
+    if not device.startswith("cuda") and vectorised(spec, population_size):
         yield from stream_populations(spec, configs, pending, data, device, population_size)
         return
+    span = population_span(spec, data, device, population_size)
     groups: list[list[tuple[int, int]]] = []
     for start, stop in pending:
         group = groups[-1] if groups else None
@@ -87,8 +87,8 @@ def stream_populations(spec: ZooSpec, configs: list[TrainingConfig],
     the rest waiting for later shards, and after the last shard every queue trains. A shard is
     yielded when all its models are trained, so a kill loses at most the shards of the queued
     models. Populations are padded to ``POPULATION_MULTIPLE`` models with copies: trained shard
-    by shard, a shard's share of each group was padded (12-35 % more models trained for the
-    shipped specs); here only each group's last population is. On the CPU a model's weights do
+    by shard, every shard's share of each group was padded (what that cost the shipped specs:
+    BENCHMARKS.md); here only each group's last population is. On the CPU a model's weights do
     not depend on its population, so the archive holds the same bytes either way (tested)."""
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
     sizes: dict[tuple, int] = {}

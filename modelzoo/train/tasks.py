@@ -125,7 +125,7 @@ class Objective:
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _contrastive_metrics(self, model, splits):
-        # imported here: scikit-learn takes about 1 s to import and only this probe needs it
+        # imported here: only this probe needs scikit-learn, slow to import (BENCHMARKS.md)
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
