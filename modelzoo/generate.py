@@ -1,6 +1,5 @@
 """``zoo generate``: spec -> model configs -> trained states -> archive, written shard by shard."""
 
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from modelzoo.errors import ZooError
 from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.grouped import conv_kernels
-from modelzoo.train.population import auto_population_size, can_vectorise, group_key
+from modelzoo.train.population import auto_population_size
+from modelzoo.train.stream import train_across_shards, trains_populations
 
 
 def spec_layout(spec: ZooSpec) -> Layout:
@@ -38,18 +38,12 @@ def population_span(spec: ZooSpec, data: DataSplits, device: str,
                     population_size: int | None) -> int:
     """How many models of consecutive shards one training call should take: on a GPU the
     population's size (so a population spans shards), elsewhere 0 (one shard a call, or for CPU
-    populations ``stream_populations``)."""
-    if not device.startswith("cuda") or not vectorised(spec, population_size):
+    populations ``train_across_shards``)."""
+    if not device.startswith("cuda") or not trains_populations(spec, population_size):
         return 0
     return population_size or auto_population_size(
         spec.architecture.name, spec.architecture.kwargs(), spec.configs()[0], data.input_shape,
         torch.device(device))
-
-
-def vectorised(spec: ZooSpec, population_size: int | None) -> bool:
-    """True when the zoo's models train as populations (classification, every config fit)."""
-    return (spec.task.name == "classification" and population_size != 1
-            and can_vectorise(spec.architecture.name, spec.architecture.kwargs(), spec.configs()))
 
 
 def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tuple[int, int]],
@@ -57,9 +51,12 @@ def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tup
                  ) -> Iterator[tuple[int, int, list[ModelRun]]]:
     """Yield (start, stop, runs) for every pending shard; shards stay the unit of writing and
     resuming, populations take their models across shard boundaries. On a GPU consecutive
-    shards train together up to ``population_span`` models; on a CPU ``stream_populations``."""
-    if not device.startswith("cuda") and vectorised(spec, population_size):
-        yield from stream_populations(spec, configs, pending, data, device, population_size)
+    shards train together up to ``population_span`` models; on a CPU ``train_across_shards``."""
+    if not device.startswith("cuda") and trains_populations(spec, population_size):
+        def prepare(start: int, stop: int):
+            return configs[start:stop], None, None
+
+        yield from train_across_shards(spec, pending, prepare, data, device, population_size)
         return
     span = population_span(spec, data, device, population_size)
     groups: list[list[tuple[int, int]]] = []
@@ -75,43 +72,6 @@ def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tup
                              first=first)
         for start, stop in group:
             yield start, stop, runs[start - first:stop - first]
-
-
-def stream_populations(spec: ZooSpec, configs: list[TrainingConfig],
-                       pending: list[tuple[int, int]], data: DataSplits, device: str,
-                       population_size: int | None) -> Iterator[tuple[int, int, list[ModelRun]]]:
-    """Yield (start, stop, runs) for every pending shard, its models trained in full populations.
-
-    Shards are read in order and each model joins the queue of its ``group_key``; a queue trains
-    as soon as it holds a whole population (``population_size``, or the group's automatic size),
-    the rest waiting for later shards, and after the last shard every queue trains. A shard is
-    yielded when all its models are trained, so a kill loses at most the shards of the queued
-    models. Populations are padded to ``POPULATION_MULTIPLE`` models with copies: trained shard
-    by shard, every shard's share of each group was padded (what that cost the shipped specs:
-    BENCHMARKS.md); here only each group's last population is. On the CPU a model's weights do
-    not depend on its population, so the archive holds the same bytes either way (tested)."""
-    arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
-    sizes: dict[tuple, int] = {}
-    queues: dict[tuple, list[int]] = defaultdict(list)
-    runs: dict[int, ModelRun] = {}
-    waiting: list[tuple[int, int]] = []  # shards read, not yet yielded
-    for n, (start, stop) in enumerate(pending):
-        waiting.append((start, stop))
-        for i in range(start, stop):
-            queues[group_key(configs[i])].append(i)
-        for key, queue in queues.items():
-            if key not in sizes:
-                sizes[key] = population_size or auto_population_size(
-                    arch, kwargs, configs[queue[0]], data.input_shape, torch.device(device))
-            ready = len(queue) if n == len(pending) - 1 else len(queue) - len(queue) % sizes[key]
-            if ready:
-                chosen, queue[:] = queue[:ready], queue[ready:]
-                trained = train_configs(spec, [configs[i] for i in chosen], data, device,
-                                        sizes[key])
-                runs.update(zip(chosen, trained))
-        for shard in [s for s in waiting if all(i in runs for i in range(*s))]:
-            waiting.remove(shard)
-            yield shard[0], shard[1], [runs.pop(i) for i in range(*shard)]
 
 
 def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None,

@@ -36,6 +36,7 @@ from modelzoo.specs import TrainingConfig
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.record import RunRecorder
 from modelzoo.train.single import epoch_batches, evaluate, seed_roots, step_keys, train_subset
+from modelzoo.train.stream import train_across_shards, trains_populations
 from modelzoo.zoo import open_zoo
 
 METHODS = ("magnitude", "structured", "variational-dropout")
@@ -233,28 +234,48 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
             for spec in specs:
                 entry = manifest.twin_entry(spec.name, spec.settings())
                 done = {tuple(s["models"]) for s in entry["shards"]}
-                for start, stop in shard_ranges(len(zoo), manifest.shard_size):
-                    if (start, stop) in done:
-                        continue
-                    models = list(range(start, stop))
+                pending = [r for r in shard_ranges(len(zoo), manifest.shard_size)
+                           if r not in done]
+                shard_masks: dict[int, np.ndarray] = {}  # by shard start, until written
+
+                def prepare(start: int, stop: int) -> tuple[list, np.ndarray, np.ndarray | None]:
+                    """The shard's fine-tuning configs, starting states and masks (None: the
+                    variational dropout run finds them)."""
+                    models = range(start, stop)
                     dense = np.stack([zoo.flat(m, epoch) for m in models])
                     configs = [zoo.config(m).model_copy(update={
                         "epochs": finetune_epochs, "save_epochs": None,
                         "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
                     if spec.ratio is None:
-                        pairs = [variational_dropout_twin(arch, arch_kwargs, c, data, d,
-                                                          finetune_epochs, device)
-                                 for c, d in zip(configs, dense)]
-                        runs, masks = [p[0] for p in pairs], np.stack([p[1] for p in pairs])
+                        return configs, dense, None
+                    if method == "structured":
+                        masks = structured_masks(dense, zoo.layout, arch, arch_kwargs,
+                                                 data.input_shape, spec.ratio, scope)
                     else:
-                        if method == "structured":
-                            masks = structured_masks(dense, zoo.layout, arch, arch_kwargs,
-                                                     data.input_shape, spec.ratio, scope)
-                        else:
-                            masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
-                        runs = train_configs(zoo.spec, configs, data, device, population_size,
-                                             initial=dense * masks, masks=masks)
-                    write_twin_shard(root, manifest, entry, start, stop, runs, masks)
+                        masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
+                    shard_masks[start] = masks
+                    return configs, dense * masks, masks
+
+                def train_shard(start: int, stop: int) -> tuple[int, int, list[ModelRun]]:
+                    configs, initial, masks = prepare(start, stop)
+                    if masks is not None:
+                        return start, stop, train_configs(zoo.spec, configs, data, device,
+                                                          population_size, initial, masks)
+                    pairs = [variational_dropout_twin(arch, arch_kwargs, c, data, d,
+                                                      finetune_epochs, device)
+                             for c, d in zip(configs, initial)]
+                    shard_masks[start] = np.stack([p[1] for p in pairs])
+                    return start, stop, [p[0] for p in pairs]
+
+                if (spec.ratio is not None and not device.startswith("cuda")
+                        and trains_populations(zoo.spec, population_size)):
+                    shards = train_across_shards(zoo.spec, pending, prepare, data, device,
+                                                 population_size)
+                else:
+                    shards = (train_shard(start, stop) for start, stop in pending)
+                for start, stop, runs in shards:
+                    write_twin_shard(root, manifest, entry, start, stop, runs,
+                                     shard_masks.pop(start))
                     if on_shard is not None:
                         on_shard(spec.name, stop - start)
                 manifest.complete_twins(spec.name)

@@ -56,12 +56,13 @@ def test_populations_take_models_across_shards(tmp_path, monkeypatch):
     group's last one is padded), shards written once all their models are trained; the archive
     holds what training shard by shard gives, bit for bit."""
     import modelzoo.generate
+    import modelzoo.train.stream
     from modelzoo.train import load_data, train_configs
 
     spec = parse_spec(tetris_spec(factors={"seed": {"range": [1, 13]},
                                            "activation": ["tanh", "relu"]}))  # 2 groups, mixed
     calls = []
-    monkeypatch.setattr(modelzoo.generate, "train_configs", lambda spec, configs, *args, **kw:
+    monkeypatch.setattr(modelzoo.train.stream, "train_configs", lambda spec, configs, *args, **kw:
                         calls.append(len(configs)) or train_configs(spec, configs, *args, **kw))
     written = []
     monkeypatch.setattr(modelzoo.generate.ArchiveWriter, "write_shard",

@@ -71,6 +71,36 @@ def test_masked_finetuning_holds_the_mask_in_a_population_as_alone(tetris_zoo):
     assert np.allclose(sparsity(pop[0].states[-1], zoo.layout), 0.6, atol=0.01)
 
 
+def test_twins_fine_tune_in_populations_across_shards(tetris_zoo, tmp_path, monkeypatch):
+    """The twins' fine-tuning queues each group's models across shards (2 populations of 4
+    instead of 6 shard-by-shard ones for this 8-model, 3-shard, 2-activation zoo), and stores
+    what fine-tuning shard by shard gives, bit for bit."""
+    import shutil
+
+    import modelzoo.train.stream
+    from modelzoo.sparsify import TWIN_SEED_OFFSET, sparsify
+
+    root = tmp_path / "zoo"
+    shutil.copytree(tetris_zoo, root)
+    calls = []
+    monkeypatch.setattr(modelzoo.train.stream, "train_configs", lambda spec, configs, *a, **kw:
+                        calls.append(len(configs)) or train_configs(spec, configs, *a, **kw))
+    sparsify(root, "magnitude", [0.5], finetune_epochs=1, population_size=4)
+    assert calls == [4, 4]
+    with open_zoo(root) as zoo:
+        twin = zoo.twin("magnitude-global-0.5").weights()
+        data = load_data(zoo.spec)
+        for start, stop in ((0, 3), (3, 6), (6, 8)):
+            dense = np.stack([zoo.flat(m, zoo.epochs[-1]) for m in range(start, stop)])
+            masks = magnitude_masks(dense, zoo.layout, 0.5)
+            configs = [zoo.config(m).model_copy(update={
+                "epochs": 1, "save_epochs": None, "seed": TWIN_SEED_OFFSET + zoo.config(m).seed})
+                for m in range(start, stop)]
+            runs = train_configs(zoo.spec, configs, data, "cpu", 4, dense * masks, masks)
+            for m, run in zip(range(start, stop), runs):
+                assert np.array_equal(twin[m], run.states), m
+
+
 def test_cli_sparsify_stores_twins_beside_the_zoo(tetris_zoo, tmp_path):
     import shutil
 
