@@ -13,7 +13,7 @@ from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.grouped import conv_kernels
 from modelzoo.train.population import auto_population_size
-from modelzoo.train.stream import train_across_shards, trains_populations
+from modelzoo.train.stream import ShardWork, train_across_shards, trains_populations
 
 
 def spec_layout(spec: ZooSpec) -> Layout:
@@ -34,31 +34,25 @@ def zoo_manifest(spec: ZooSpec, shard_size: int) -> Manifest:
         primary_metric=spec.task.primary_metric)
 
 
-def population_span(spec: ZooSpec, data: DataSplits, device: str,
-                    population_size: int | None) -> int:
-    """How many models of consecutive shards one training call should take: on a GPU the
-    population's size (so a population spans shards), elsewhere 0 (one shard a call, or for CPU
-    populations ``train_across_shards``)."""
-    if not device.startswith("cuda") or not trains_populations(spec, population_size):
-        return 0
-    return population_size or auto_population_size(
-        spec.architecture.name, spec.architecture.kwargs(), spec.configs()[0], data.input_shape,
-        torch.device(device))
-
-
 def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tuple[int, int]],
                  data: DataSplits, device: str, population_size: int | None
                  ) -> Iterator[tuple[int, int, list[ModelRun]]]:
     """Yield (start, stop, runs) for every pending shard; shards stay the unit of writing and
-    resuming, populations take their models across shard boundaries. On a GPU consecutive
-    shards train together up to ``population_span`` models; on a CPU ``train_across_shards``."""
-    if not device.startswith("cuda") and trains_populations(spec, population_size):
-        def prepare(start: int, stop: int):
-            return configs[start:stop], None, None
+    resuming, populations take their models across shard boundaries: on a CPU as
+    ``train_across_shards`` fills them; on a GPU consecutive shards train together up to the
+    population's size. Models that do not train as populations train shard by shard."""
+    span = 0  # most models of consecutive shards one training call takes (0: one shard)
+    if trains_populations(spec, population_size):
+        if not device.startswith("cuda"):
+            def prepare(start: int, stop: int) -> ShardWork:
+                return configs[start:stop], None, None
 
-        yield from train_across_shards(spec, pending, prepare, data, device, population_size)
-        return
-    span = population_span(spec, data, device, population_size)
+            yield from train_across_shards(spec, pending, prepare, data, device,
+                                           population_size)
+            return
+        span = population_size or auto_population_size(
+            spec.architecture.name, spec.architecture.kwargs(), configs[0], data.input_shape,
+            torch.device(device))
     groups: list[list[tuple[int, int]]] = []
     for start, stop in pending:
         group = groups[-1] if groups else None

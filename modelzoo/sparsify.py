@@ -36,7 +36,7 @@ from modelzoo.specs import TrainingConfig
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.record import RunRecorder
 from modelzoo.train.single import epoch_batches, evaluate, seed_roots, step_keys, train_subset
-from modelzoo.train.stream import train_across_shards, trains_populations
+from modelzoo.train.stream import ShardWork, train_across_shards, trains_populations
 from modelzoo.zoo import open_zoo
 
 METHODS = ("magnitude", "structured", "variational-dropout")
@@ -231,6 +231,8 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         with writing(root):
             manifest = Manifest.read(root)
             arch, arch_kwargs = manifest.architecture, manifest.architecture_kwargs
+            across_shards = not device.startswith("cuda") and trains_populations(
+                zoo.spec, population_size)
             for spec in specs:
                 entry = manifest.twin_entry(spec.name, spec.settings())
                 done = {tuple(s["models"]) for s in entry["shards"]}
@@ -238,7 +240,7 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
                            if r not in done]
                 shard_masks: dict[int, np.ndarray] = {}  # by shard start, until written
 
-                def prepare(start: int, stop: int) -> tuple[list, np.ndarray, np.ndarray | None]:
+                def prepare(start: int, stop: int) -> ShardWork:
                     """The shard's fine-tuning configs, starting states and masks (None: the
                     variational dropout run finds them)."""
                     models = range(start, stop)
@@ -267,8 +269,7 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
                     shard_masks[start] = np.stack([p[1] for p in pairs])
                     return start, stop, [p[0] for p in pairs]
 
-                if (spec.ratio is not None and not device.startswith("cuda")
-                        and trains_populations(zoo.spec, population_size)):
+                if spec.ratio is not None and across_shards:
                     shards = train_across_shards(zoo.spec, pending, prepare, data, device,
                                                  population_size)
                 else:
