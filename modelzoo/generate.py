@@ -13,7 +13,7 @@ from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.grouped import conv_kernels
 from modelzoo.train.population import auto_population_size
-from modelzoo.train.stream import ShardWork, train_across_shards, trains_populations
+from modelzoo.train.stream import train_across_shards, trains_populations
 
 
 def spec_layout(spec: ZooSpec) -> Layout:
@@ -44,11 +44,7 @@ def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tup
     span = 0  # most models of consecutive shards one training call takes (0: one shard)
     if trains_populations(spec, population_size):
         if not device.startswith("cuda"):
-            def prepare(start: int, stop: int) -> ShardWork:
-                return configs[start:stop], None, None
-
-            yield from train_across_shards(spec, pending, prepare, data, device,
-                                           population_size)
+            yield from train_across_shards(spec, configs, pending, data, device, population_size)
             return
         span = population_size or auto_population_size(
             spec.architecture.name, spec.architecture.kwargs(), configs[0], data.input_shape,

@@ -36,7 +36,7 @@ from modelzoo.specs import TrainingConfig
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.record import RunRecorder
 from modelzoo.train.single import epoch_batches, evaluate, seed_roots, step_keys, train_subset
-from modelzoo.train.stream import ShardWork, train_across_shards, trains_populations
+from modelzoo.train.stream import ShardStates, train_across_shards, trains_populations
 from modelzoo.zoo import open_zoo
 
 METHODS = ("magnitude", "structured", "variational-dropout")
@@ -233,6 +233,10 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
             arch, arch_kwargs = manifest.architecture, manifest.architecture_kwargs
             across_shards = not device.startswith("cuda") and trains_populations(
                 zoo.spec, population_size)
+            # the twins' fine-tuning configs, by zoo index
+            configs = [c.model_copy(update={"epochs": finetune_epochs, "save_epochs": None,
+                                            "seed": TWIN_SEED_OFFSET + c.seed})
+                       for c in map(zoo.config, range(len(zoo)))]
             for spec in specs:
                 entry = manifest.twin_entry(spec.name, spec.settings())
                 done = {tuple(s["models"]) for s in entry["shards"]}
@@ -240,38 +244,34 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
                            if r not in done]
                 shard_masks: dict[int, np.ndarray] = {}  # by shard start, until written
 
-                def prepare(start: int, stop: int) -> ShardWork:
-                    """The shard's fine-tuning configs, starting states and masks (None: the
-                    variational dropout run finds them)."""
-                    models = range(start, stop)
-                    dense = np.stack([zoo.flat(m, epoch) for m in models])
-                    configs = [zoo.config(m).model_copy(update={
-                        "epochs": finetune_epochs, "save_epochs": None,
-                        "seed": TWIN_SEED_OFFSET + zoo.config(m).seed}) for m in models]
+                def prepare(start: int, stop: int) -> ShardStates:
+                    """The shard's starting states and masks (None: the variational dropout
+                    run finds them)."""
+                    dense = np.stack([zoo.flat(m, epoch) for m in range(start, stop)])
                     if spec.ratio is None:
-                        return configs, dense, None
+                        return dense, None
                     if method == "structured":
                         masks = structured_masks(dense, zoo.layout, arch, arch_kwargs,
                                                  data.input_shape, spec.ratio, scope)
                     else:
                         masks = magnitude_masks(dense, zoo.layout, spec.ratio, scope)
                     shard_masks[start] = masks
-                    return configs, dense * masks, masks
+                    return dense * masks, masks
 
                 def train_shard(start: int, stop: int) -> tuple[int, int, list[ModelRun]]:
-                    configs, initial, masks = prepare(start, stop)
+                    initial, masks = prepare(start, stop)
                     if masks is not None:
-                        return start, stop, train_configs(zoo.spec, configs, data, device,
-                                                          population_size, initial, masks)
+                        return start, stop, train_configs(zoo.spec, configs[start:stop], data,
+                                                          device, population_size, initial, masks)
                     pairs = [variational_dropout_twin(arch, arch_kwargs, c, data, d,
                                                       finetune_epochs, device)
-                             for c, d in zip(configs, initial)]
+                             for c, d in zip(configs[start:stop], initial)]
                     shard_masks[start] = np.stack([p[1] for p in pairs])
                     return start, stop, [p[0] for p in pairs]
 
                 if spec.ratio is not None and across_shards:
-                    shards = train_across_shards(zoo.spec, pending, prepare, data, device,
-                                                 population_size)
+                    shards = train_across_shards(zoo.spec, configs, pending, data, device,
+                                                 population_size, prepare)
                 else:
                     shards = (train_shard(start, stop) for start, stop in pending)
                 for start, stop, runs in shards:

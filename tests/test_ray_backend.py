@@ -1,7 +1,8 @@
 """The Ray backend (local instance, 2 workers) writes the same archive as the local backend, also
-when a worker is killed in the middle of a shard (the task-attempt trace shows the retry); tasks
-run side by side when CPUs allow (their traced begin/end times overlap); a head started separately
-is joined; a missing Ray is one error line. Ray is installed in CI (make setup), so these tests
+when a worker is killed in the middle of a task (the task-attempt trace shows the retry); tasks
+run side by side when CPUs allow (their traced begin/end times overlap); on a CPU a task trains a
+population planned across shards; a head started separately is joined; a missing Ray is one
+error line. Ray is installed in CI (make setup), so these tests
 fail rather than skip there."""
 
 import json
@@ -24,8 +25,10 @@ from tests.conftest import tetris_spec
 # joining a cluster must set Ray's authentication mode before Ray is first imported.
 assert importlib.util.find_spec("ray") is not None, "Ray is not installed: pip install -e '.[ray]'"
 
+# two groups (batch size) of 16 models; with 4 models per shard, two populations of 16
 SPEC = tetris_spec(training={"epochs": 6, "batch_size": 10, "optimizer": "adam", "lr": 0.01},
-                   factors={"seed": {"range": [1, 9]}, "dropout": [0.0, 0.2]})
+                   factors={"batch_size": [10, 20], "seed": {"range": [1, 9]},
+                            "dropout": [0.0, 0.2]})
 
 
 def shard_bytes(root: Path) -> dict[str, bytes]:
@@ -33,12 +36,12 @@ def shard_bytes(root: Path) -> dict[str, bytes]:
 
 
 def shard_workers() -> list[int]:
-    """PIDs of Ray worker processes currently running a shard task."""
+    """PIDs of Ray worker processes currently running a training task."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"ray::train_shard" in (proc / "cmdline").read_bytes():
+                if b"ray::train_models" in (proc / "cmdline").read_bytes():
                     pids.append(int(proc.name))
             except OSError:
                 pass
@@ -46,13 +49,13 @@ def shard_workers() -> list[int]:
 
 
 def attempts(trace: Path) -> list[dict]:
-    """Task attempts from the trace: start, stop, pid, begin time and end time (None: it died)."""
+    """Task attempts from the trace: models, pid, begin time and end time (None: it died)."""
     runs: dict[tuple, dict] = {}
     for line in trace.read_text().splitlines():
         event = json.loads(line)
-        key = (event["start"], event["pid"])
+        key = (tuple(event["models"]), event["pid"])
         if event["event"] == "begin":
-            runs[key] = {"start": event["start"], "stop": event["stop"], "pid": event["pid"],
+            runs[key] = {"models": event["models"], "pid": event["pid"],
                          "begin": event["time"], "end": None}
         else:
             runs[key]["end"] = event["time"]
@@ -96,10 +99,10 @@ def test_ray_archive_equals_local_even_when_a_worker_dies(local_zoo, tmp_path, m
     assert killed, "no shard task was seen running"
     tried = attempts(trace)
     died = [a for a in tried if a["pid"] == killed[0]]
-    assert len(died) == 1 and died[0]["end"] is None, "the killed worker was not inside a shard"
-    retries = [a for a in tried if a["start"] == died[0]["start"] and a["pid"] != killed[0]]
+    assert len(died) == 1 and died[0]["end"] is None, "the killed worker was not inside a task"
+    retries = [a for a in tried if a["models"] == died[0]["models"] and a["pid"] != killed[0]]
     assert len(retries) == 1 and retries[0]["begin"] > died[0]["begin"]
-    assert retries[0]["end"] is not None, "the shard of the killed worker was not retried"
+    assert retries[0]["end"] is not None, "the task of the killed worker was not retried"
     assert all(a["end"] for a in tried if a is not died[0])
     assert validate_archive(out) == []
     assert shard_bytes(out) == shard_bytes(local_zoo)
@@ -151,17 +154,46 @@ def test_ray_archive_of_a_batchnorm_task_zoo_equals_local(tmp_path):
 
 def test_tasks_run_side_by_side_with_one_thread_each(local_zoo, tmp_path, monkeypatch):
     """Each task asks as many CPUs as it has threads: 1 thread per task on 2 CPUs runs two
-    shards at the same time (their traced begin/end intervals overlap)."""
+    tasks at the same time (their traced begin/end intervals overlap). Each task is one group's
+    population of 16 models, across 4 shards; the archive equals the local backend's."""
     trace = tmp_path / "attempts.jsonl"
     monkeypatch.setenv("MODELZOO_RAY_TRACE", str(trace))
     out = generate(parse_spec(SPEC), tmp_path / "ray", shard_size=4, backend="ray",
                    ray_cpus=2, task_threads=1)
     tried = attempts(trace)
-    assert len(tried) == 4 and all(a["end"] for a in tried)
-    overlaps = [(a["start"], b["start"]) for i, a in enumerate(tried) for b in tried[i + 1:]
-                if b["begin"] < a["end"]]
-    assert overlaps, f"no two shard tasks ran at the same time: {tried}"
+    assert sorted(a["models"] for a in tried) == [list(range(16)), list(range(16, 32))]
+    assert all(a["end"] for a in tried)
+    assert tried[1]["begin"] < tried[0]["end"], f"the two tasks did not overlap: {tried}"
     assert validate_archive(out) == []
+    assert shard_bytes(out) == shard_bytes(local_zoo)  # 1 thread: same bytes for these models
+
+
+def test_tasks_take_populations_across_shards_up_to_the_shard_size():
+    """Two groups (batch size) alternate model by model, 24 models in shards of 5: a task per
+    group's population (12 models, one padded population each: 32 models trained) instead of
+    a task per shard (5 shards x 2 groups, each padded to 16: 160). Populations stop at the
+    shard size rounded up to 16, or at --population-size; GPU zoos and zoos that do not train
+    as populations keep one task per shard."""
+    from modelzoo.archive import shard_ranges
+    from modelzoo.backends import task_models
+    from modelzoo.data import create_dataset
+
+    spec = parse_spec(tetris_spec(factors={"seed": {"range": [1, 13]}, "batch_size": [10, 20]}))
+    data = create_dataset("tetris")
+    pending = shard_ranges(24, 5)
+    assert task_models(spec, pending, 5, data, "cpu", None) == [list(range(0, 24, 2)),
+                                                                  list(range(1, 24, 2))]
+    assert task_models(spec, pending, 5, data, "cpu", 4) == [
+        [0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15], [16, 18, 20, 22],
+        [17, 19, 21, 23]]
+    by_shard = [list(range(start, stop)) for start, stop in pending]
+    assert [len(t) for t in task_models(spec, shard_ranges(24, 2), 2, data, "cpu", None)] == \
+        [12, 12]  # two 2-model shards round up to one population multiple, 16 (>= 12)
+    many = parse_spec(tetris_spec(factors={"seed": {"range": [1, 41]}}))
+    assert [len(t) for t in task_models(many, shard_ranges(40, 10), 10, data, "cpu", None)] == \
+        [16, 16, 8]
+    assert task_models(spec, pending, 5, data, "cuda", None) == by_shard
+    assert task_models(spec, pending, 5, data, "cpu", 1) == by_shard
 
 
 @pytest.mark.slow  # about 50 s on 2 cores (mostly the head's start): run by `make bench`

@@ -1,14 +1,18 @@
-"""Training a zoo's shards in full populations: ``train_across_shards``.
+"""Training a zoo's shards in full populations.
 
 A population is padded to ``POPULATION_MULTIPLE`` models with copies. Trained shard by shard,
 every shard's share of each group (``group_key``) was padded (what that cost the shipped specs:
-BENCHMARKS.md). Here each group's models queue across shards until they fill a population, so
-only each group's last population is padded. On the CPU a model's weights do not depend on its
-population, so the results are those of training shard by shard, bit for bit (tested).
+BENCHMARKS.md). Instead, ``plan_populations`` queues each group's models across shards until
+they fill a population, so only each group's last population is padded; ``train_across_shards``
+trains that plan in one process, and the Ray backend runs each of its populations as a task.
+``ShardCollector`` turns trained populations back into shards, the unit of writing and resuming.
+On the CPU a model's weights do not depend on its population, so the results are those of
+training shard by shard, bit for bit (tested).
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,9 +23,18 @@ from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.train.dispatch import train_configs
 from modelzoo.train.population import auto_population_size, can_vectorise, group_key
 
-# what ``prepare(start, stop)`` returns for a shard: its models' configs, and optionally their
-# starting states [models, params] and masks [models, params] (pruned fine-tuning)
-ShardWork = tuple[list[TrainingConfig], np.ndarray | None, np.ndarray | None]
+# what ``prepare(start, stop)`` returns for a shard read for fine-tuning: its models' starting
+# states [models, params] and masks [models, params] (None: no masks)
+ShardStates = tuple[np.ndarray, np.ndarray | None]
+Shard = tuple[int, int, list[ModelRun]]  # (start, stop, the runs of models start..stop-1)
+
+
+class Population(NamedTuple):
+    """One population of a plan: the zoo indices of its models (ascending), and how many of the
+    pending shards must be read before it can train (its last model's shard is the last)."""
+
+    models: list[int]
+    shards_read: int
 
 
 def trains_populations(spec: ZooSpec, population_size: int | None) -> bool:
@@ -30,44 +43,87 @@ def trains_populations(spec: ZooSpec, population_size: int | None) -> bool:
             and can_vectorise(spec.architecture.name, spec.architecture.kwargs(), spec.configs()))
 
 
-def train_across_shards(spec: ZooSpec, pending: list[tuple[int, int]],
-                        prepare: Callable[[int, int], ShardWork], data: DataSplits, device: str,
-                        population_size: int | None
-                        ) -> Iterator[tuple[int, int, list[ModelRun]]]:
-    """Yield (start, stop, runs) for every shard of ``pending``, its models trained in full
-    populations (a classification zoo whose models train as populations).
-
-    Shards are read in order (``prepare`` is called once per shard, when it is read) and each
-    model joins the queue of its ``group_key``; a queue trains as soon as it holds a whole
-    population (``population_size``, or the group's automatic size), the rest waiting for later
-    shards, and after the last shard every queue trains. A shard is yielded when all its models
-    are trained (not necessarily in order), so a kill loses at most the shards of queued models.
-    """
+def population_sizes(spec: ZooSpec, population_size: int | None, input_shape: tuple[int, ...],
+                     device: str) -> Callable[[TrainingConfig], int]:
+    """How many models a population of ``config``'s group holds: ``population_size``, or the
+    group's automatic size on ``device``."""
     arch, kwargs = spec.architecture.name, spec.architecture.kwargs()
+    return lambda config: population_size or auto_population_size(
+        arch, kwargs, config, input_shape, torch.device(device))
+
+
+def plan_populations(configs: Sequence[TrainingConfig], pending: list[tuple[int, int]],
+                     size_of: Callable[[TrainingConfig], int]) -> list[Population]:
+    """The populations that train the models of the ``pending`` shards, in training order.
+
+    ``configs[i]``: model i's config. Shards are read in order and each model joins the queue of
+    its ``group_key``; a queue gives a population as soon as it holds ``size_of(config)`` models
+    (asked once per group), the rest waiting for later shards; after the last shard every queue
+    empties into populations of at most that size.
+    """
     sizes: dict[tuple, int] = {}
     queues: dict[tuple, list[int]] = defaultdict(list)
-    queued: dict[int, tuple] = {}  # model -> (config, initial state or None, mask or None)
-    runs: dict[int, ModelRun] = {}
-    waiting: list[tuple[int, int]] = []  # shards read, not yet yielded
-    for n, (start, stop) in enumerate(pending):
-        configs, initial, masks = prepare(start, stop)
-        waiting.append((start, stop))
-        for j, (i, config) in enumerate(zip(range(start, stop), configs)):
-            queued[i] = (config, None if initial is None else initial[j],
-                         None if masks is None else masks[j])
-            queues[group_key(config)].append(i)
-        for key, queue in queues.items():
+    plan: list[Population] = []
+    for read, (start, stop) in enumerate(pending, 1):
+        for i in range(start, stop):
+            key = group_key(configs[i])
             if key not in sizes:
-                sizes[key] = population_size or auto_population_size(
-                    arch, kwargs, queued[queue[0]][0], data.input_shape, torch.device(device))
-            ready = len(queue) if n == len(pending) - 1 else len(queue) - len(queue) % sizes[key]
-            if ready:
-                chosen, queue[:] = queue[:ready], queue[ready:]
-                work = [queued.pop(i) for i in chosen]
-                stacked = [None if work[0][k] is None else np.stack([w[k] for w in work])
-                           for k in (1, 2)]
-                runs.update(zip(chosen, train_configs(spec, [w[0] for w in work], data, device,
-                                                      sizes[key], *stacked)))
-        for shard in [s for s in waiting if all(i in runs for i in range(*s))]:
-            waiting.remove(shard)
-            yield shard[0], shard[1], [runs.pop(i) for i in range(*shard)]
+                sizes[key] = max(1, size_of(configs[i]))
+            queues[key].append(i)
+        for key, queue in queues.items():
+            while len(queue) >= sizes[key] or (read == len(pending) and queue):
+                plan.append(Population(queue[:sizes[key]], read))
+                del queue[:sizes[key]]
+    return plan
+
+
+class ShardCollector:
+    """Gathers the runs of trained models until shards are whole."""
+
+    def __init__(self, pending: list[tuple[int, int]]):
+        self.waiting = list(pending)  # shards not yet whole
+        self.runs: dict[int, ModelRun] = {}  # by zoo index, until their shard is whole
+
+    def add(self, models: list[int], runs: list[ModelRun]) -> list[Shard]:
+        """Take the runs of ``models``; return the shards (start, stop, runs) now whole."""
+        self.runs.update(zip(models, runs))
+        whole = [s for s in self.waiting if all(i in self.runs for i in range(*s))]
+        for shard in whole:
+            self.waiting.remove(shard)
+        return [(start, stop, [self.runs.pop(i) for i in range(start, stop)])
+                for start, stop in whole]
+
+
+def train_across_shards(spec: ZooSpec, configs: Sequence[TrainingConfig],
+                        pending: list[tuple[int, int]], data: DataSplits, device: str,
+                        population_size: int | None,
+                        prepare: Callable[[int, int], ShardStates] | None = None
+                        ) -> Iterator[Shard]:
+    """Yield (start, stop, runs) for every shard of ``pending``, its models (``configs[i]``:
+    model i's) trained in the populations ``plan_populations`` plans (a classification zoo whose
+    models train as populations).
+
+    ``prepare(start, stop)``: the shard's starting states and masks (pruned fine-tuning), asked
+    once per shard, in order, when a population first needs it. A shard is yielded when all its
+    models are trained (not necessarily in order), so a kill loses at most the shards of models
+    still queued: under one population per group.
+    """
+    plan = plan_populations(configs, pending,
+                            population_sizes(spec, population_size, data.input_shape, device))
+    states: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # of shards read, until trained
+    read = 0
+    collector = ShardCollector(pending)
+    for models, shards_read in plan:
+        for start, stop in pending[read:shards_read] if prepare else ():
+            initial, masks = prepare(start, stop)
+            states.update((i, (initial[j], None if masks is None else masks[j]))
+                          for j, i in enumerate(range(start, stop)))
+        read = max(read, shards_read)
+        initial = masks = None
+        if prepare:
+            work = [states.pop(i) for i in models]
+            initial = np.stack([w[0] for w in work])
+            masks = None if work[0][1] is None else np.stack([w[1] for w in work])
+        runs = train_configs(spec, [configs[i] for i in models], data, device, population_size,
+                             initial, masks)
+        yield from collector.add(models, runs)
