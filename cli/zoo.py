@@ -33,7 +33,7 @@ def generate(
     address: str | None = typer.Option(None, help="Ray cluster address (default: start locally)"),
     workers: int | None = typer.Option(None, min=1, help="CPUs of a locally started Ray instance"),
     task_threads: int | None = typer.Option(
-        None, min=1, help="Ray: threads per shard task (default: this process's; fewer let tasks "
+        None, min=1, help="Ray: threads per task (default: this process's; fewer let tasks "
                           "run side by side)"),
 ):
     """Train every model of SPEC and store every epoch's state and metrics in OUT."""

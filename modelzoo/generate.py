@@ -73,7 +73,7 @@ def generate(spec: ZooSpec, out: str | Path, data_root: str | Path | None = None
     """Generate (or finish) the zoo of ``spec`` into the archive directory ``out``.
 
     ``on_shard(done_models, total_models)`` is called after each written shard. Completed shards
-    of an earlier, interrupted run are kept and skipped. ``backend="ray"`` runs shards as Ray tasks
+    of an earlier, interrupted run are kept and skipped. ``backend="ray"`` trains as Ray tasks
     (``address`` joins a cluster; ``ray_cpus`` caps a locally started instance; ``task_threads``:
     threads per task, see ``backends.run_ray``).
     """
