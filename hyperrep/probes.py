@@ -50,10 +50,28 @@ def _ridge(x_tr, y_tr, x_va, y_va, x_ev) -> np.ndarray:
     return Ridge(alpha=best).fit(x_tr, y_tr).predict(x_ev)
 
 
+def training_row_space(x_tr: np.ndarray) -> np.ndarray | None:
+    """Orthonormal columns [features, samples] whose span holds every training row of ``x_tr``
+    [samples, features], or None when there are no more features than samples.
+
+    An L2-penalised linear model with an unpenalised intercept has its optimal weights in the
+    span of the training rows (a component orthogonal to all of them changes no training loss
+    and only adds to the penalty), and an orthonormal change of basis keeps the penalty, so
+    fitting on ``x @ basis`` has the same optimum in ``samples`` dimensions instead of
+    ``features``. L-BFGS gets much closer to it there (BENCHMARKS.md, probes)."""
+    if x_tr.shape[1] <= x_tr.shape[0]:
+        return None
+    return np.linalg.qr(x_tr.T)[0]
+
+
 def _logistic(x_tr, y_tr, x_va, y_va, x_ev) -> np.ndarray:
-    """Predictions on ``x_ev`` of the logistic probe whose C scores best on validation."""
+    """Predictions on ``x_ev`` of the logistic probe whose C scores best on validation (fitted
+    in the training rows' span when the features outnumber them: ``training_row_space``)."""
     scaler = StandardScaler().fit(x_tr)
     x_tr, x_va, x_ev = (scaler.transform(x) for x in (x_tr, x_va, x_ev))
+    basis = training_row_space(x_tr)
+    if basis is not None:
+        x_tr, x_va, x_ev = (x @ basis for x in (x_tr, x_va, x_ev))
 
     def fit(c):
         return LogisticRegression(C=c, max_iter=2000).fit(x_tr, y_tr)

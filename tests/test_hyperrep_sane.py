@@ -177,6 +177,30 @@ def test_val_probes_never_read_the_test_split():
     assert result["a"]["S(W)"] > 0.9 and np.isfinite(result["a"]["kendall_tau"]["S(W)"])
 
 
+def test_wide_logistic_probes_fit_in_the_span_of_the_training_rows():
+    """Features outnumber training samples: the logistic probe fits in an orthonormal basis of
+    the training rows' span, which keeps the L2 penalty and holds the full space's optimum: at a
+    tight tolerance both reach the same weights and decisions."""
+    from sklearn.linear_model import LogisticRegression
+
+    from hyperrep.probes import training_row_space
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 300))
+    y = (x[:, :3].sum(1) > 0).astype(int)
+    train_x = x[:30]
+    basis = training_row_space(train_x)
+    assert basis.shape == (300, 30) and np.allclose(basis.T @ basis, np.eye(30))
+    assert np.allclose(basis @ (basis.T @ train_x.T), train_x.T)  # the rows lie in the span
+    fit = lambda features: LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(  # noqa
+        features, y[:30])
+    full, small = fit(train_x), fit(train_x @ basis)
+    np.testing.assert_allclose(basis @ small.coef_[0], full.coef_[0], atol=1e-6)
+    np.testing.assert_allclose(small.decision_function(x[30:] @ basis),
+                               full.decision_function(x[30:]), atol=1e-5)
+    assert training_row_space(x[:, :20]) is None  # as many samples as features: fitted as is
+
+
 # -- sampling from sane-mode runs ------------------------------------------------------------------
 def test_the_sane_sampler_takes_one_anchor_per_draw():
     """As SANE's code samples (one KDE per token position, one random state for all of them):
