@@ -188,7 +188,7 @@ def test_tasks_take_populations_across_shards_up_to_the_shard_size():
         [17, 19, 21, 23]]
     by_shard = [list(range(start, stop)) for start, stop in pending]
     assert [len(t) for t in task_models(spec, shard_ranges(24, 2), 2, data, "cpu", None)] == \
-        [12, 12]  # two 2-model shards round up to one population multiple, 16 (>= 12)
+        [12, 12]  # 2-model shards: the cap rounds up to 16 models, more than a group holds
     many = parse_spec(tetris_spec(factors={"seed": {"range": [1, 41]}}))
     assert [len(t) for t in task_models(many, shard_ranges(40, 10), 10, data, "cpu", None)] == \
         [16, 16, 8]
