@@ -122,20 +122,20 @@ def test_cli_sparsify_stores_twins_beside_the_zoo(tetris_zoo, tmp_path):
         dense = zoo.flat(3, zoo.epochs[-1])
         assert np.array_equal(weights[3, 0], dense * masks[3])  # state 0 = pruned, not tuned
     before = (root / "manifest.json").read_text()
-    again = run_cli("cli.zoo", "sparsify", str(root), "--ratios", "0.5,0.7",
-                    "--finetune-epochs", "1")
-    assert again.returncode == 0 and (root / "manifest.json").read_text() == before  # resumed
-    structured = run_cli("cli.zoo", "sparsify", str(root), "--method", "structured", "--ratios",
-                         "0.4", "--scope", "layer")
-    assert structured.returncode == 0, structured.stderr
+    again = invoke_cli(cli.zoo.app, "sparsify", str(root), "--ratios", "0.5,0.7",
+                       "--finetune-epochs", "1")  # in this process, as the rest below
+    assert again.exit_code == 0 and (root / "manifest.json").read_text() == before  # resumed
+    structured = invoke_cli(cli.zoo.app, "sparsify", str(root), "--method", "structured",
+                            "--ratios", "0.4", "--scope", "layer")
+    assert structured.exit_code == 0, structured.output
     with open_zoo(root) as zoo:
         twin = zoo.twin("structured-layer-0.4")
         hidden = twin.weights()[:, 0, :80].reshape(len(zoo), 5, 16)  # fc1.weight [5, 16]
         assert np.all((np.abs(hidden).sum(2) == 0).sum(1) == 2)  # 2 of 5 hidden neurons removed
     assert validate_archive(root) == []
-    bad = run_cli("cli.zoo", "sparsify", str(root), "--ratios", "1.5")
+    bad = run_cli("cli.zoo", "sparsify", str(root), "--ratios", "1.5")  # a real process
     assert bad.returncode == 2 and bad.stderr.startswith("error:"), bad.stderr
-    for args in (["--method", "random"], ["--from-epoch", "99"],  # in this process
+    for args in (["--method", "random"], ["--from-epoch", "99"],
                  ["--ratios", "0.5", "--finetune-epochs", "3"]):
         assert invoke_cli(cli.zoo.app, "sparsify", str(root), *args).exit_code == 2, args
 
