@@ -34,7 +34,8 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300,
 def invoke_cli(app, *args: str):
     """Run a typer ``app`` in this process (no interpreter start-up, torch already imported) and
     check what a user would see: a refusal is exit 2 with one 'error:' line on stderr, and no
-    command ends in a traceback. For option matrices; each command keeps a ``run_cli`` test too."""
+    command ends in a traceback. For option matrices, refusals and reruns (commands that seed no
+    global generator); each command keeps a ``run_cli`` test in a real process too."""
     from typer.testing import CliRunner
 
     result = CliRunner().invoke(app, list(args))
