@@ -37,8 +37,8 @@ from modelzoo.runtime import keep_freed_memory
 from modelzoo.specs import ZooSpec, parse_spec
 from modelzoo.train import train_configs
 from modelzoo.train.population import POPULATION_MULTIPLE
-from modelzoo.train.stream import (Shard, ShardCollector, plan_populations, population_sizes,
-                                   trains_populations)
+from modelzoo.train.stream import (Shard, ShardCollector, plan_populations, plans_across_shards,
+                                   population_sizes)
 
 TASK_RETRIES = 3
 
@@ -79,7 +79,7 @@ def task_models(spec: ZooSpec, pending: list[tuple[int, int]], shard_size: int,
     (on a CPU, for a zoo that trains as populations; at most ``population_size``, else the
     automatic size capped at ``shard_size`` rounded up to ``POPULATION_MULTIPLE``), otherwise
     one shard each."""
-    if device.startswith("cuda") or not trains_populations(spec, population_size):
+    if not plans_across_shards(spec, population_size, device):
         return [list(range(start, stop)) for start, stop in pending]
     cap = -(-shard_size // POPULATION_MULTIPLE) * POPULATION_MULTIPLE
     automatic = population_sizes(spec, None, data.input_shape, device)

@@ -12,8 +12,8 @@ from modelzoo.errors import ZooError
 from modelzoo.specs import TrainingConfig, ZooSpec
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.grouped import conv_kernels
-from modelzoo.train.population import auto_population_size
-from modelzoo.train.stream import train_across_shards, trains_populations
+from modelzoo.train.stream import (plans_across_shards, population_sizes, train_across_shards,
+                                   trains_populations)
 
 
 def spec_layout(spec: ZooSpec) -> Layout:
@@ -41,14 +41,12 @@ def train_shards(spec: ZooSpec, configs: list[TrainingConfig], pending: list[tup
     resuming, populations take their models across shard boundaries: on a CPU as
     ``train_across_shards`` fills them; on a GPU consecutive shards train together up to the
     population's size. Models that do not train as populations train shard by shard."""
+    if plans_across_shards(spec, population_size, device):
+        yield from train_across_shards(spec, configs, pending, data, device, population_size)
+        return
     span = 0  # most models of consecutive shards one training call takes (0: one shard)
-    if trains_populations(spec, population_size):
-        if not device.startswith("cuda"):
-            yield from train_across_shards(spec, configs, pending, data, device, population_size)
-            return
-        span = population_size or auto_population_size(
-            spec.architecture.name, spec.architecture.kwargs(), configs[0], data.input_shape,
-            torch.device(device))
+    if device.startswith("cuda") and trains_populations(spec, population_size):
+        span = population_sizes(spec, population_size, data.input_shape, device)(configs[0])
     groups: list[list[tuple[int, int]]] = []
     for start, stop in pending:
         group = groups[-1] if groups else None

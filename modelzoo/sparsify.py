@@ -36,7 +36,7 @@ from modelzoo.specs import TrainingConfig
 from modelzoo.train import build_model, load_data, train_configs
 from modelzoo.train.record import RunRecorder
 from modelzoo.train.single import epoch_batches, evaluate, seed_roots, step_keys, train_subset
-from modelzoo.train.stream import ShardStates, train_across_shards, trains_populations
+from modelzoo.train.stream import ShardStates, plans_across_shards, train_across_shards
 from modelzoo.zoo import open_zoo
 
 METHODS = ("magnitude", "structured", "variational-dropout")
@@ -231,8 +231,7 @@ def sparsify(root: Path, method: str, ratios: list[float], scope: str = "global"
         with writing(root):
             manifest = Manifest.read(root)
             arch, arch_kwargs = manifest.architecture, manifest.architecture_kwargs
-            across_shards = not device.startswith("cuda") and trains_populations(
-                zoo.spec, population_size)
+            across_shards = plans_across_shards(zoo.spec, population_size, device)
             # the twins' fine-tuning configs, by zoo index
             configs = [c.model_copy(update={"epochs": finetune_epochs, "save_epochs": None,
                                             "seed": TWIN_SEED_OFFSET + c.seed})

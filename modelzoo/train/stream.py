@@ -43,6 +43,13 @@ def trains_populations(spec: ZooSpec, population_size: int | None) -> bool:
             and can_vectorise(spec.architecture.name, spec.architecture.kwargs(), spec.configs()))
 
 
+def plans_across_shards(spec: ZooSpec, population_size: int | None, device: str) -> bool:
+    """True when the zoo's models train in ``plan_populations``' populations on ``device``: a
+    zoo that trains as populations, on a CPU, where a model's weights do not depend on its
+    population (on a GPU they do, within rounding; it keeps consecutive shards together)."""
+    return not device.startswith("cuda") and trains_populations(spec, population_size)
+
+
 def population_sizes(spec: ZooSpec, population_size: int | None, input_shape: tuple[int, ...],
                      device: str) -> Callable[[TrainingConfig], int]:
     """How many models a population of ``config``'s group holds: ``population_size``, or the
@@ -118,7 +125,7 @@ def train_across_shards(spec: ZooSpec, configs: Sequence[TrainingConfig],
             initial, masks = prepare(start, stop)
             states.update((i, (initial[j], None if masks is None else masks[j]))
                           for j, i in enumerate(range(start, stop)))
-        read = max(read, shards_read)
+        read = shards_read  # the plan's populations need shards in order
         initial = masks = None
         if prepare:
             work = [states.pop(i) for i in models]
