@@ -205,7 +205,10 @@ def test_gpu_conv_kernels_compute_the_grouped_convolutions(arch, kwargs, shape, 
     n_models = 6
     models = [build_model(arch, kwargs, TrainingConfig(seed=s, activation="tanh"))
               for s in range(n_models)]
-    x = torch.randn(4, n_models * shape[0], *shape[1:])
+    # a fixed input: where a max-pool window's two largest values lie within rounding, the two
+    # kernels may pick different maxima and route the gradient elsewhere (1 of 60 random inputs
+    # for cnn_l), so an input drawn from the global generator made the test depend on test order
+    x = torch.randn(4, n_models * shape[0], *shape[1:], generator=torch.Generator().manual_seed(0))
 
     def outputs_and_grads(kernels):
         params = {k: t.requires_grad_(True) for k, t in
