@@ -32,6 +32,7 @@ from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split
 from modelzoo.models import create_model
 from modelzoo.specs import TrainingConfig
+from modelzoo.train.cores import side_by_side
 from modelzoo.train.grouped import (
     GROUPED_ARCHITECTURES,
     grouped_network,
@@ -107,6 +108,7 @@ def train_population_groups(arch: str, arch_kwargs: dict, configs: list[Training
                             initial: np.ndarray | None = None,
                             masks: np.ndarray | None = None) -> list[ModelRun]:
     """Train ``configs`` in populations of at most ``population_size``; runs in config order.
+    On a CPU the populations train side by side (``modelzoo.train.cores``).
 
     ``initial``: optional flat starting states [len(configs), params] (fine-tuning);
     ``masks``: optional bool [len(configs), params], False = held at zero (pruned fine-tuning).
@@ -115,17 +117,22 @@ def train_population_groups(arch: str, arch_kwargs: dict, configs: list[Training
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, config in enumerate(configs):
         groups[group_key(config)].append(i)
-    runs: list[ModelRun | None] = [None] * len(configs)
+    chunks: list[list[int]] = []
     for members in groups.values():
         size = population_size or auto_population_size(arch, arch_kwargs, configs[members[0]],
                                                        data.input_shape, device)
-        for start in range(0, len(members), size):
-            chunk = members[start:start + size]
-            start_states = None if initial is None else initial[chunk]
-            chunk_masks = None if masks is None else masks[chunk]
-            for i, run in zip(chunk, train_population(arch, arch_kwargs, [configs[i] for i in chunk],
-                                                      data, device, start_states, chunk_masks)):
-                runs[i] = run
+        chunks += [members[start:start + size] for start in range(0, len(members), size)]
+
+    def train_chunk(chunk: list[int]) -> tuple[list[int], list[ModelRun]]:
+        return chunk, train_population(arch, arch_kwargs, [configs[i] for i in chunk], data, device,
+                                       None if initial is None else initial[chunk],
+                                       None if masks is None else masks[chunk])
+
+    runs: list[ModelRun | None] = [None] * len(configs)
+    for chunk, chunk_runs in side_by_side((partial(train_chunk, c) for c in chunks), len(chunks),
+                                          device):
+        for i, run in zip(chunk, chunk_runs):
+            runs[i] = run
     return runs
 
 

@@ -11,6 +11,7 @@ accuracy (fraction), evaluated in eval mode on the whole split.
 """
 
 import contextlib
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,12 @@ from modelzoo.specs import TrainingConfig
 
 EVAL_BATCH = 2048
 MIXED_PRECISION_PARAMS = 1_000_000  # bf16 autocast on a GPU from this many parameters
+# torch's global generator and backend flags, changed by the sections below: populations train
+# side by side in threads (modelzoo.train.cores)
+_GLOBAL_RNG = threading.Lock()
+_FLAGS = threading.Lock()
+_exact_float32_users = 0
+_saved_tf32: tuple[bool, bool] = (False, False)
 
 
 def model_kwargs(arch_kwargs: dict, config: TrainingConfig) -> dict:
@@ -32,7 +39,7 @@ def model_kwargs(arch_kwargs: dict, config: TrainingConfig) -> dict:
 
 def build_model(arch: str, arch_kwargs: dict, config: TrainingConfig) -> ZooModel:
     """The untrained model of a config: initialised under ``torch.manual_seed(config.seed)``."""
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return create_model(arch, **model_kwargs(arch_kwargs, config))
 
@@ -129,13 +136,22 @@ def autocast(enabled: bool) -> contextlib.AbstractContextManager:
 @contextlib.contextmanager
 def exact_float32():
     """No TF32 in convolutions or matmuls (cuDNN allows it by default): float32 training on a GPU
-    then matches the CPU and the population path to float rounding."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    then matches the CPU and the population path to float rounding. Nested or in several threads
+    at once, the flags come back when the last user leaves."""
+    global _exact_float32_users, _saved_tf32
+    with _FLAGS:
+        if _exact_float32_users == 0:
+            _saved_tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        _exact_float32_users += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        with _FLAGS:
+            _exact_float32_users -= 1
+            if _exact_float32_users == 0:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = \
+                    _saved_tf32
 
 
 def train_epoch(model: ZooModel, optimizer: torch.optim.Optimizer,

@@ -12,6 +12,7 @@ training shard by shard, bit for bit (tested).
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from modelzoo.archive import ModelRun
 from modelzoo.data import DataSplits
 from modelzoo.specs import TrainingConfig, ZooSpec
+from modelzoo.train.cores import side_by_side
 from modelzoo.train.dispatch import train_configs
 from modelzoo.train.population import auto_population_size, can_vectorise, group_key
 
@@ -111,26 +113,36 @@ def train_across_shards(spec: ZooSpec, configs: Sequence[TrainingConfig],
     models train as populations).
 
     ``prepare(start, stop)``: the shard's starting states and masks (pruned fine-tuning), asked
-    once per shard, in order, when a population first needs it. A shard is yielded when all its
-    models are trained (not necessarily in order), so a kill loses at most the shards of models
-    still queued: under one population per group.
+    once per shard, in order, when a population first needs it. On a CPU populations train side
+    by side (``modelzoo.train.cores``). A shard is yielded when all its models are trained (not
+    necessarily in order), so a kill loses at most the shards of models still queued or in
+    training: under one population per group, plus those training beside it.
     """
     plan = plan_populations(configs, pending,
                             population_sizes(spec, population_size, data.input_shape, device))
     states: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # of shards read, until trained
-    read = 0
+
+    def jobs() -> Iterator[Callable[[], tuple[list[int], list[ModelRun]]]]:
+        """The plan's populations to train, in order, each shard ``prepare``d when first needed."""
+        read = 0
+        for models, shards_read in plan:
+            for start, stop in pending[read:shards_read] if prepare else ():
+                initial, masks = prepare(start, stop)
+                states.update((i, (initial[j], None if masks is None else masks[j]))
+                              for j, i in enumerate(range(start, stop)))
+            read = shards_read  # the plan's populations need shards in order
+            initial = masks = None
+            if prepare:
+                work = [states.pop(i) for i in models]
+                initial = np.stack([w[0] for w in work])
+                masks = None if work[0][1] is None else np.stack([w[1] for w in work])
+            yield partial(train_population_of, models, initial, masks)
+
+    def train_population_of(models: list[int], initial: np.ndarray | None,
+                            masks: np.ndarray | None) -> tuple[list[int], list[ModelRun]]:
+        return models, train_configs(spec, [configs[i] for i in models], data, device,
+                                     population_size, initial, masks)
+
     collector = ShardCollector(pending)
-    for models, shards_read in plan:
-        for start, stop in pending[read:shards_read] if prepare else ():
-            initial, masks = prepare(start, stop)
-            states.update((i, (initial[j], None if masks is None else masks[j]))
-                          for j, i in enumerate(range(start, stop)))
-        read = shards_read  # the plan's populations need shards in order
-        initial = masks = None
-        if prepare:
-            work = [states.pop(i) for i in models]
-            initial = np.stack([w[0] for w in work])
-            masks = None if work[0][1] is None else np.stack([w[1] for w in work])
-        runs = train_configs(spec, [configs[i] for i in models], data, device, population_size,
-                             initial, masks)
+    for models, runs in side_by_side(jobs(), len(plan), torch.device(device)):
         yield from collector.add(models, runs)
