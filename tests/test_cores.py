@@ -91,3 +91,27 @@ def test_populations_side_by_side_train_as_one_after_another(two_threads, monkey
         np.testing.assert_array_equal(a.states, b.states)
         for name in a.metrics:
             np.testing.assert_array_equal(a.metrics[name], b.metrics[name])
+
+
+def test_the_last_jobs_take_the_idle_cores(two_threads):
+    """Once the last job is handed out, a job still running widens its share as others end."""
+    first_done = threading.Event()
+    seen: dict[str, list[int]] = {}
+
+    def short():
+        cores.use_idle_cores()
+        seen["short"] = [torch.get_num_threads()]
+        first_done.set()
+        return "short"
+
+    def long():
+        cores.use_idle_cores()
+        seen["long"] = [torch.get_num_threads()]
+        assert first_done.wait(10)
+        time.sleep(0.05)  # the short job's thread has left
+        cores.use_idle_cores()
+        seen["long"].append(torch.get_num_threads())
+        return "long"
+
+    assert sorted(side_by_side(iter([long, short]), 2, torch.device("cpu"))) == ["long", "short"]
+    assert seen == {"short": [1], "long": [1, 2]}

@@ -23,12 +23,45 @@ T = TypeVar("T")
 # threads of several intra-op threads each rather than one thread per core.
 MAX_SIDE_BY_SIDE = 4
 _SET_THREADS = threading.Lock()  # torch.set_num_threads also resizes process-wide pools
+_worker = threading.local()  # in a side-by-side thread: .run (its _Run), .threads (its count)
+
+
+class _Run:
+    """What the threads of one ``side_by_side`` call share."""
+
+    def __init__(self, threads: int, workers: int):
+        self.threads = threads  # the caller's intra-op threads, shared among the running jobs
+        self.workers = workers
+        self.in_flight = 0  # jobs handed to the threads and not finished
+        self.last_handed = False  # no job is left to hand out
+        self.lock = threading.Lock()
+
+    def finished_one(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+    def share(self) -> int:
+        """Intra-op threads for each running job: an equal share of ``threads`` among all of
+        them, or among those still running once the last job is handed out."""
+        return max(1, self.threads // max(1, self.in_flight if self.last_handed else self.workers))
+
+
+def use_idle_cores() -> None:
+    """Called by a job between steps (``train_population`` every step): inside ``side_by_side``,
+    set this thread's intra-op threads to its current share, so that the last jobs take the
+    cores of threads with nothing left to run. A model's weights on the CPU do not depend on the
+    thread count (tested). Does nothing elsewhere."""
+    run = getattr(_worker, "run", None)
+    if run is not None and (share := run.share()) != _worker.threads:
+        with _SET_THREADS:
+            torch.set_num_threads(share)  # this thread's OpenMP team (and the process default)
+        _worker.threads = share
 
 
 def side_by_side_workers(jobs: int, device: torch.device) -> int:
     """How many of ``jobs`` run at once on ``device``: up to the intra-op thread count (at most
-    ``MAX_SIDE_BY_SIDE``) on a CPU, one elsewhere."""
-    if device.type != "cpu":
+    ``MAX_SIDE_BY_SIDE``) on a CPU, outside another ``side_by_side``; one elsewhere."""
+    if device.type != "cpu" or getattr(_worker, "run", None) is not None:
         return 1
     return max(1, min(jobs, torch.get_num_threads(), MAX_SIDE_BY_SIDE))
 
@@ -37,52 +70,57 @@ def side_by_side(jobs: Iterator[Callable[[], T]], count: int, device: torch.devi
     """Run ``count`` jobs and yield their results as they finish.
 
     With ``side_by_side_workers(count, device)`` > 1, that many daemon threads run the jobs, each
-    with ``threads // workers`` intra-op threads, and the caller's thread count is restored at
-    the end. ``jobs`` is advanced in the caller's thread, one job whenever a thread is free, so
-    work its generator does before yielding a job (reading a shard) happens only when needed. A
-    job's exception is raised in the caller after the threads have been told to stop taking
-    jobs (a job already running finishes in its thread). Otherwise the jobs run one after
-    another in the caller's thread, in order.
+    with an equal share of the caller's intra-op threads (``use_idle_cores`` widens the share of
+    the last jobs), and the caller's thread count is restored at the end. ``jobs`` is advanced
+    in the caller's thread, one job whenever a thread is free, so work its generator does
+    before yielding a job (reading a shard) happens only when needed. A job's exception is
+    raised in the caller after the threads have been told to stop taking jobs (a job already
+    running finishes in its thread). Otherwise the jobs run one after another in the caller's
+    thread, in order.
     """
     workers = side_by_side_workers(count, device)
     if workers == 1:
         for job in jobs:
             yield job()
         return
-    threads = torch.get_num_threads()
-    share = max(1, threads // workers)
+    run = _Run(torch.get_num_threads(), workers)
     todo: queue.SimpleQueue = queue.SimpleQueue()
     done: queue.SimpleQueue = queue.SimpleQueue()
 
     def work() -> None:
-        with _SET_THREADS:
-            torch.set_num_threads(share)  # this thread's OpenMP team (and the process default)
+        _worker.run, _worker.threads = run, 0
         while (job := todo.get()) is not None:
+            use_idle_cores()
             try:
-                done.put((True, job()))
+                outcome = True, job()
             except BaseException as error:  # noqa: BLE001 - raised in the caller below
-                done.put((False, error))
+                outcome = False, error
+            run.finished_one()
+            done.put(outcome)
 
     pool = [threading.Thread(target=work, name=f"population-{i}", daemon=True)
             for i in range(workers)]
-    in_flight = 0
+    unanswered = 0  # jobs handed out whose results are not yet yielded
     try:
         for thread in pool:
             thread.start()
         for job in jobs:
-            if in_flight == workers:
+            if unanswered == workers:
+                unanswered -= 1
                 yield _result(done.get())
-                in_flight -= 1
+            with run.lock:
+                run.in_flight += 1
             todo.put(job)
-            in_flight += 1
-        while in_flight:
+            unanswered += 1
+        run.last_handed = True
+        while unanswered:
+            unanswered -= 1
             yield _result(done.get())
-            in_flight -= 1
     finally:
         for _ in pool:
             todo.put(None)
         with _SET_THREADS:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(run.threads)
 
 
 def _result(outcome: tuple[bool, object]):
