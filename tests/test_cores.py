@@ -50,12 +50,26 @@ def test_jobs_are_taken_only_when_a_thread_is_free(two_threads):
     assert all(done >= k - 2 for k, done in enumerate(taken_after)), taken_after
 
 
-def test_a_failing_job_raises_in_the_caller(two_threads):
+def test_a_failing_job_raises_in_the_caller_and_stops_the_others(two_threads):
+    """The job beside a failing one ends at its next step; no thread is left running."""
+    steps = []
+
+    def endless():
+        while len(steps) < 1000:  # 10 s
+            cores.between_steps()
+            steps.append(1)
+            time.sleep(0.01)
+        return "never stopped"
+
     def fail():
+        time.sleep(0.1)
         raise ValueError("bad population")
 
+    start = time.perf_counter()
     with pytest.raises(ValueError, match="bad population"):
-        list(side_by_side(iter([lambda: 1, fail, lambda: 3]), 3, torch.device("cpu")))
+        list(side_by_side(iter([endless, fail, lambda: 3]), 3, torch.device("cpu")))
+    assert time.perf_counter() - start < 5 and len(steps) < 500
+    assert not [t for t in threading.enumerate() if t.name.startswith("population-")]
     assert torch.get_num_threads() == 2
 
 
@@ -99,17 +113,17 @@ def test_the_last_jobs_take_the_idle_cores(two_threads):
     seen: dict[str, list[int]] = {}
 
     def short():
-        cores.use_idle_cores()
+        cores.between_steps()
         seen["short"] = [torch.get_num_threads()]
         first_done.set()
         return "short"
 
     def long():
-        cores.use_idle_cores()
+        cores.between_steps()
         seen["long"] = [torch.get_num_threads()]
         assert first_done.wait(10)
         time.sleep(0.05)  # the short job's thread has left
-        cores.use_idle_cores()
+        cores.between_steps()
         seen["long"].append(torch.get_num_threads())
         return "long"
 

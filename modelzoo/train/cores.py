@@ -1,12 +1,14 @@
 """Populations side by side on a CPU's cores.
 
-A population step gains little from a second intra-op thread: its grouped convolutions, pools and
-optimiser updates are many small kernels (BENCHMARKS.md, "Both cores"). Independent populations
-therefore train side by side on a CPU, each in its own thread with an equal share of the
-intra-op threads (one each on 2 cores); PyTorch's kernels release Python's lock, so the threads
-overlap. On the CPU a population's weights do not depend on the thread count nor on what trains
-beside it (tests/test_population.py), so the results are those of training the populations one
-after another, bit for bit.
+A population step gains little from a second intra-op thread (measured: BENCHMARKS.md,
+"Populations side by side"). Independent populations therefore train side by side on a CPU, each
+in its own thread with an equal share of the intra-op threads (one each on 2 cores); PyTorch's
+kernels release Python's lock, so the threads overlap. On the CPU a population's weights do not
+depend on the thread count nor on what trains beside it, so the results are those of training
+the populations one after another, bit for bit (tests/test_cores.py).
+
+A job calls ``between_steps`` between its steps: there the last jobs widen their share of the
+threads as others end, and a run whose caller has stopped (an error, Ctrl-C) ends its jobs.
 """
 
 import queue
@@ -34,6 +36,7 @@ class _Run:
         self.workers = workers
         self.in_flight = 0  # jobs handed to the threads and not finished
         self.last_handed = False  # no job is left to hand out
+        self.stopped = False  # the caller left: running jobs end at their next step
         self.lock = threading.Lock()
 
     def finished_one(self) -> None:
@@ -46,13 +49,22 @@ class _Run:
         return max(1, self.threads // max(1, self.in_flight if self.last_handed else self.workers))
 
 
-def use_idle_cores() -> None:
-    """Called by a job between steps (``train_population`` every step): inside ``side_by_side``,
-    set this thread's intra-op threads to its current share, so that the last jobs take the
-    cores of threads with nothing left to run. A model's weights on the CPU do not depend on the
-    thread count (tested). Does nothing elsewhere."""
+class Stopped(Exception):
+    """Raised in a side-by-side job by ``between_steps`` once its caller has left."""
+
+
+def between_steps() -> None:
+    """Called by a job between its steps (``train_population``: every step). Inside
+    ``side_by_side``: raise ``Stopped`` if the caller has left; set this thread's intra-op
+    threads to its current share, so that the last jobs take the cores of threads with nothing
+    left to run (a model's weights on the CPU do not depend on the thread count). Does nothing
+    elsewhere."""
     run = getattr(_worker, "run", None)
-    if run is not None and (share := run.share()) != _worker.threads:
+    if run is None:
+        return
+    if run.stopped:
+        raise Stopped
+    if (share := run.share()) != _worker.threads:
         with _SET_THREADS:
             torch.set_num_threads(share)  # this thread's OpenMP team (and the process default)
         _worker.threads = share
@@ -69,14 +81,14 @@ def side_by_side_workers(jobs: int, device: torch.device) -> int:
 def side_by_side(jobs: Iterator[Callable[[], T]], count: int, device: torch.device) -> Iterator[T]:
     """Run ``count`` jobs and yield their results as they finish.
 
-    With ``side_by_side_workers(count, device)`` > 1, that many daemon threads run the jobs, each
-    with an equal share of the caller's intra-op threads (``use_idle_cores`` widens the share of
-    the last jobs), and the caller's thread count is restored at the end. ``jobs`` is advanced
-    in the caller's thread, one job whenever a thread is free, so work its generator does
-    before yielding a job (reading a shard) happens only when needed. A job's exception is
-    raised in the caller after the threads have been told to stop taking jobs (a job already
-    running finishes in its thread). Otherwise the jobs run one after another in the caller's
-    thread, in order.
+    With ``side_by_side_workers(count, device)`` > 1, that many threads run the jobs, each with
+    an equal share of the caller's intra-op threads (``between_steps`` widens the share of the
+    last jobs). ``jobs`` is advanced in the caller's thread, one job whenever a thread is free,
+    so work its generator does before yielding a job (reading a shard) happens only when needed.
+    However the caller leaves (done, a job's exception raised here, an exception of its own,
+    the generator closed), running jobs end at their next ``between_steps``, the threads are
+    joined and the caller's thread count is restored. Otherwise the jobs run one after another
+    in the caller's thread, in order.
     """
     workers = side_by_side_workers(count, device)
     if workers == 1:
@@ -90,8 +102,8 @@ def side_by_side(jobs: Iterator[Callable[[], T]], count: int, device: torch.devi
     def work() -> None:
         _worker.run, _worker.threads = run, 0
         while (job := todo.get()) is not None:
-            use_idle_cores()
             try:
+                between_steps()
                 outcome = True, job()
             except BaseException as error:  # noqa: BLE001 - raised in the caller below
                 outcome = False, error
@@ -117,8 +129,11 @@ def side_by_side(jobs: Iterator[Callable[[], T]], count: int, device: torch.devi
             unanswered -= 1
             yield _result(done.get())
     finally:
+        run.stopped = True
         for _ in pool:
             todo.put(None)
+        for thread in pool:
+            thread.join()
         with _SET_THREADS:
             torch.set_num_threads(run.threads)
 

@@ -32,7 +32,7 @@ from modelzoo.archive.layout import Layout
 from modelzoo.data import DataSplits, Split
 from modelzoo.models import create_model
 from modelzoo.specs import TrainingConfig
-from modelzoo.train.cores import side_by_side, use_idle_cores
+from modelzoo.train.cores import between_steps, side_by_side
 from modelzoo.train.grouped import (
     GROUPED_ARCHITECTURES,
     grouped_network,
@@ -314,7 +314,7 @@ def train_population(arch: str, arch_kwargs: dict, configs: list[TrainingConfig]
                 step_idx.copy_(batches[s], non_blocking=True)
                 step_key.copy_(keys[s], non_blocking=True)
                 step_active.copy_(active[s], non_blocking=True)
-                use_idle_cores()
+                between_steps()
                 step()
             if epoch in stored:
                 record()
