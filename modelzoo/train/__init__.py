@@ -5,6 +5,8 @@ sparsify, sampling, the Ray backend); underneath it:
   torch.optim) on a CPU; on a GPU its step replayed as one CUDA graph (``graphed``);
 - ``population`` + ``grouped``: many models trained as one vectorised population;
 - ``stream``: a zoo's shards trained in full populations, models queued across shards;
+- ``cores``: on a CPU, independent populations trained side by side, each thread with its share
+  of the intra-op threads;
 - ``tasks`` + ``objectives`` + ``losses``: the remote-sensing task objectives;
 - ``record``: the one way every loop records stored states and metrics (``RunRecorder``);
 - ``modelzoo.randomness``: the keyed randomness that makes all of them draw the same numbers.
