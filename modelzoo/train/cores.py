@@ -112,18 +112,23 @@ def side_by_side(jobs: Iterator[Callable[[], T]], count: int, device: torch.devi
 
     pool = [threading.Thread(target=work, name=f"population-{i}", daemon=True)
             for i in range(workers)]
-    unanswered = 0  # jobs handed out whose results are not yet yielded
+    unanswered = handed = 0  # jobs handed out whose results are not yet yielded; all handed out
     try:
         for thread in pool:
             thread.start()
-        for job in jobs:
-            if unanswered == workers:
+        pending = iter(jobs)
+        while True:
+            if unanswered == workers:  # every thread busy: wait for one
                 unanswered -= 1
                 yield _result(done.get())
+            if (job := next(pending, None)) is None:
+                break
             with run.lock:
                 run.in_flight += 1
             todo.put(job)
             unanswered += 1
+            handed += 1
+            run.last_handed = handed >= count
         run.last_handed = True
         while unanswered:
             unanswered -= 1
