@@ -24,7 +24,7 @@ T = TypeVar("T")
 # (module calls, autograd bookkeeping); measured on 2 cores only, so larger machines keep a few
 # threads of several intra-op threads each rather than one thread per core.
 MAX_SIDE_BY_SIDE = 4
-_SET_THREADS = threading.Lock()  # torch.set_num_threads also resizes process-wide pools
+_SET_THREADS = threading.Lock()  # torch.set_num_threads also sets the process-wide default
 _worker = threading.local()  # in a side-by-side thread: .run (its _Run), .threads (its count)
 
 
