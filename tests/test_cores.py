@@ -129,3 +129,40 @@ def test_the_last_jobs_take_the_idle_cores(two_threads):
 
     assert sorted(side_by_side(iter([long, short]), 2, torch.device("cpu"))) == ["long", "short"]
     assert seen == {"short": [1], "long": [1, 2]}
+
+
+def test_tracing_runs_alone_while_the_other_job_calls_modules(two_threads):
+    """torch.fx tracing (evaluation's fused first layer) patches torch.nn.Module for every
+    thread: a module called by the job beside it during a trace went into the trace ("module is
+    not installed as a submodule"). The tracing job runs ``alone``: the other waits at a step."""
+    from modelzoo.train.grouped import shared_input_network
+
+    class Traced(torch.nn.Module):  # a grouped network's signature
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+        def forward(self, x, dropout_key=None, dropout_p=None):
+            return self.second(torch.tanh(self.first(x)))
+
+    stop = threading.Event()
+    layer = torch.nn.Linear(4, 4)
+
+    def calls_modules():
+        calls = 0
+        while not stop.is_set() and calls < 100_000:
+            cores.between_steps()
+            layer(torch.ones(1, 4))
+            calls += 1
+        return calls
+
+    def traces():
+        try:
+            for _ in range(50):
+                shared_input_network(Traced())
+            return "traced"
+        finally:
+            stop.set()
+
+    results = list(side_by_side(iter([calls_modules, traces]), 2, torch.device("cpu")))
+    assert "traced" in results and all(r == "traced" or r > 0 for r in results)

@@ -29,6 +29,7 @@ from torch.func import vmap
 
 from modelzoo.errors import ZooError
 from modelzoo.models.base import KeyedDropout, keyed_keep
+from modelzoo.train.cores import alone
 
 GROUPED_ARCHITECTURES = frozenset({"tetris_mlp", "cnn_s", "cnn_l", "unterthiner_cnn"})
 # How a GroupedConv2d convolves per-model inputs [B, P*C, H, W] (a shared input is always one
@@ -294,8 +295,9 @@ def shared_input_network(network: nn.Module) -> nn.Module:
     max pool fused into ``SharedConvPool``. Call it in eval mode: x [B, ...] -> [B, P, classes].
     A forward that cannot be traced (padding computed from the input's shape) stays as it is."""
     try:
-        graph = _GroupedTracer().trace(network, concrete_args={"dropout_key": None,
-                                                               "dropout_p": None})
+        with alone():  # tracing patches torch.nn.Module for every thread
+            graph = _GroupedTracer().trace(network, concrete_args={"dropout_key": None,
+                                                                   "dropout_p": None})
     except torch.fx.proxy.TraceError:
         return network
     root = torch.fx.GraphModule(network, graph)

@@ -120,10 +120,11 @@ def train_across_shards(spec: ZooSpec, configs: Sequence[TrainingConfig],
     """
     plan = plan_populations(configs, pending,
                             population_sizes(spec, population_size, data.input_shape, device))
-    states: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}  # of shards read, until trained
 
     def jobs() -> Iterator[Callable[[], tuple[list[int], list[ModelRun]]]]:
         """The plan's populations to train, in order, each shard ``prepare``d when first needed."""
+        # each model's (starting state, mask) of the shards read, until it trains
+        states: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         read = 0
         for models, shards_read in plan:
             for start, stop in pending[read:shards_read] if prepare else ():
